@@ -1,0 +1,56 @@
+"""Event schemas published on NATS (JetStream stream ``EVENTS``).
+
+Every event carries ``schema_version``: a consumer refuses a version newer than it knows rather
+than guessing. Subjects live in ``heron_bus.subjects``; the schema lives here so every service
+reads the same shape.
+"""
+
+from datetime import UTC, datetime
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from heron_core.ids import new_id
+from heron_core.types import AccountId, ChangeKind, EventId, ServiceId, ServiceMode
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _event_id() -> EventId:
+    return EventId(new_id("evt"))
+
+
+class Event(BaseModel):
+    """Base of every event: an id for de-duplication, when it happened, and its schema version."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    #: the noun of the subject ``heron.events.<noun>.<past-verb>``
+    noun: ClassVar[str]
+    #: the past-tense verb of the subject
+    verb: ClassVar[str]
+    #: the newest schema this code writes and reads
+    current_schema_version: ClassVar[int] = 1
+
+    schema_version: int = 1
+    event_id: EventId = Field(default_factory=_event_id)
+    occurred_at: datetime = Field(default_factory=_now)
+
+
+class ServiceChanged(Event):
+    """A service was created, updated (any field, enable/disable, its targets) or deleted."""
+
+    noun: ClassVar[str] = "service"
+    verb: ClassVar[str] = "changed"
+
+    account_id: AccountId
+    service_id: ServiceId
+    change: ChangeKind
+    domain: str
+    #: the domain before an update that changed it, so its certificate can be dropped
+    previous_domain: str | None = None
+    mode: ServiceMode
+    enabled: bool
+    proxy_cluster: str | None = None
