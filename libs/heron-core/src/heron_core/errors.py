@@ -1,8 +1,8 @@
 """The root of every Heron exception tree.
 
-    HeronError
-     ├── ConfigError          settings that cannot work (refused at start-up)
-     └── <service>Error       each service's own tree (e.g. heron_management.errors)
+HeronError
+ ├── ConfigError          settings that cannot work (refused at start-up)
+ └── <service>Error       each service's own tree (e.g. heron_management.errors)
 """
 
 

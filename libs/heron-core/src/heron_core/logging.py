@@ -12,7 +12,9 @@ import structlog
 from heron_core.settings import LogFormat
 
 
-def configure_logging(service: str, *, level: str = "info", fmt: LogFormat = LogFormat.AUTO) -> None:
+def configure_logging(
+    service: str, *, level: str = "info", fmt: LogFormat = LogFormat.AUTO
+) -> None:
     """Configure structlog and the stdlib root logger for ``service``; call once, at start-up."""
     use_console = fmt is LogFormat.CONSOLE or (fmt is LogFormat.AUTO and sys.stderr.isatty())
     renderer: structlog.typing.Processor = (

@@ -47,7 +47,9 @@ class HeronSettings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Self:
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
-            raise ConfigError(f"HERON_LOG_LEVEL {self.log_level!r} is not one of debug, info, warning, error")
+            raise ConfigError(
+                f"HERON_LOG_LEVEL {self.log_level!r} is not one of debug, info, warning, error"
+            )
         if not self.is_development and (problems := self.production_problems()):
             raise ConfigError(
                 "refusing to start in production mode: "
