@@ -1,9 +1,9 @@
 """heron_bus's exceptions; nats-py errors are translated into these once, at this boundary.
 
-    HeronError
-     └── BusError               anything the bus could not do
-          ├── BusUnavailableError   NATS is not reachable or timed out (retry later)
-          └── SchemaError           a message that is not a valid event of the expected type
+HeronError
+ └── BusError               anything the bus could not do
+      ├── BusUnavailableError   NATS is not reachable or timed out (retry later)
+      └── SchemaError           a message that is not a valid event of the expected type
 """
 
 from heron_core.errors import HeronError
