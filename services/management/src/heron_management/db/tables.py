@@ -1,0 +1,171 @@
+"""The tables. Every row but an account carries ``account_id``: nothing crosses accounts.
+
+JSON columns hold value objects that are read and written whole (a service's auth, a target's
+options); anything queried on is a real column.
+"""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, ForeignKey, Index, String, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from heron_management.db.columns import UtcDateTime, utcnow
+
+# Named constraints: SQLite's batch migrations can only alter what has a name.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID = 40  # prefixed random IDs are 24-28 characters; room to spare
+
+
+def _account_fk() -> Any:
+    return Field(
+        sa_column=Column(
+            String(ID), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+
+
+def _created() -> Any:
+    return Field(default_factory=utcnow, sa_type=UtcDateTime, nullable=False)
+
+
+class AccountRow(SQLModel, table=True):
+    __tablename__ = "accounts"
+
+    id: str = Field(primary_key=True, max_length=ID)
+    name: str = Field(max_length=255)
+    is_default: bool = Field(default=False)
+    created_at: datetime = _created()
+
+
+class UserRow(SQLModel, table=True):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("account_id", "email", name="uq_users_account_email"),)
+
+    id: str = Field(primary_key=True, max_length=ID)
+    account_id: str = _account_fk()
+    email: str = Field(max_length=320)
+    name: str = Field(max_length=255)
+    role: str = Field(max_length=32)
+    created_at: datetime = _created()
+
+
+class ApiTokenRow(SQLModel, table=True):
+    __tablename__ = "api_tokens"
+
+    id: str = Field(primary_key=True, max_length=ID)
+    account_id: str = _account_fk()
+    user_id: str = Field(
+        sa_column=Column(String(ID), ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    )
+    name: str = Field(max_length=255)
+    secret_hash: str = Field(max_length=64, unique=True)
+    hint: str = Field(max_length=16)
+    created_at: datetime = _created()
+    expires_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    last_used_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class PeerRow(SQLModel, table=True):
+    __tablename__ = "peers"
+
+    id: str = Field(primary_key=True, max_length=ID)
+    account_id: str = _account_fk()
+    name: str = Field(max_length=255)
+    overlay_address: str | None = Field(default=None, max_length=45, unique=True)
+    wireguard_public_key: str | None = Field(default=None, max_length=64, unique=True)
+    connected: bool = Field(default=False)
+    last_seen: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    version: str | None = Field(default=None, max_length=64)
+    created_at: datetime = _created()
+
+
+class NetworkRow(SQLModel, table=True):
+    __tablename__ = "networks"
+
+    id: str = Field(primary_key=True, max_length=ID)
+    account_id: str = _account_fk()
+    name: str = Field(max_length=255)
+    description: str = Field(default="", max_length=1024)
+    created_at: datetime = _created()
+
+
+class ResourceRow(SQLModel, table=True):
+    __tablename__ = "network_resources"
+
+    id: str = Field(primary_key=True, max_length=ID)
+    account_id: str = _account_fk()
+    network_id: str = Field(
+        sa_column=Column(String(ID), ForeignKey("networks.id", ondelete="CASCADE"), nullable=False)
+    )
+    name: str = Field(max_length=255)
+    type: str = Field(max_length=16)
+    address: str = Field(max_length=255)
+    created_at: datetime = _created()
+
+
+class ServiceRow(SQLModel, table=True):
+    __tablename__ = "services"
+
+    id: str = Field(primary_key=True, max_length=ID)
+    account_id: str = _account_fk()
+    name: str = Field(max_length=255)
+    domain: str = Field(max_length=253, unique=True)
+    mode: str = Field(max_length=8)
+    listen_port: int | None = Field(default=None)
+    port_auto_assigned: bool = Field(default=False)
+    proxy_cluster: str | None = Field(default=None, max_length=253, index=True)
+    enabled: bool = Field(default=True)
+    pass_host_header: bool = Field(default=False)
+    rewrite_redirects: bool = Field(default=False)
+    auth: dict[str, Any] = Field(default_factory=dict, sa_type=JSON, nullable=False)
+    #: bumped whenever auth changes: sessions issued under an older revision stop working
+    auth_revision: int = Field(default=1)
+    access_restrictions: dict[str, Any] = Field(default_factory=dict, sa_type=JSON, nullable=False)
+    status: str = Field(max_length=32)
+    status_reason: str | None = Field(default=None, max_length=1024)
+    source: str = Field(max_length=16)
+    source_peer_id: str | None = Field(default=None, max_length=ID)
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+    certificate_issued_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class TargetRow(SQLModel, table=True):
+    __tablename__ = "service_targets"
+    __table_args__ = (Index("ix_service_targets_referent", "account_id", "target_id"),)
+
+    id: str = Field(primary_key=True, max_length=ID)
+    account_id: str = _account_fk()
+    service_id: str = Field(
+        sa_column=Column(
+            String(ID), ForeignKey("services.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    position: int
+    target_type: str = Field(max_length=16)
+    target_id: str = Field(max_length=64)
+    host: str | None = Field(default=None, max_length=253)
+    port: int
+    protocol: str = Field(max_length=8)
+    path: str | None = Field(default=None, max_length=2048)
+    enabled: bool = Field(default=True)
+    options: dict[str, Any] = Field(default_factory=dict, sa_type=JSON, nullable=False)
+
+
+class OutboxRow(SQLModel, table=True):
+    """Events written in the same transaction as the change; a relay publishes them to NATS."""
+
+    __tablename__ = "event_outbox"
+
+    id: int | None = Field(default=None, primary_key=True)
+    subject: str = Field(max_length=255)
+    msg_id: str = Field(max_length=64)
+    payload: str
+    created_at: datetime = _created()

@@ -1,0 +1,1 @@
+"""Management's pure rules: no FastAPI, SQL, NATS or gRPC imports here."""

@@ -1,0 +1,37 @@
+"""How a service's authentication is stored: flags, groups and slow hashes, never a secret."""
+
+from pydantic import BaseModel, Field
+
+from heron_core.service import AuthConfig, HeaderAuth, MethodState, SsoAuth
+
+
+class StoredSecretMethod(BaseModel):
+    enabled: bool = False
+    hash: str | None = None  # argon2id PHC string
+
+
+class StoredHeaderAuth(BaseModel):
+    enabled: bool
+    header: str
+    hash: str
+
+
+class StoredAuth(BaseModel):
+    password: StoredSecretMethod = Field(default_factory=StoredSecretMethod)
+    pin: StoredSecretMethod = Field(default_factory=StoredSecretMethod)
+    sso: SsoAuth = Field(default_factory=SsoAuth)
+    header_auths: list[StoredHeaderAuth] = Field(default_factory=list)
+
+    def header_hash(self, header: str) -> str | None:
+        wanted = header.lower()
+        return next((h.hash for h in self.header_auths if h.header.lower() == wanted), None)
+
+    def public(self) -> AuthConfig:
+        return AuthConfig(
+            password_auth=MethodState(enabled=self.password.enabled),
+            pin_auth=MethodState(enabled=self.pin.enabled),
+            sso_auth=self.sso,
+            header_auths=[
+                HeaderAuth(enabled=h.enabled, header=h.header) for h in self.header_auths
+            ],
+        )

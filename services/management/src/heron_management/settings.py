@@ -1,0 +1,42 @@
+"""Management's settings: ``HERON_MANAGEMENT_*`` plus the shared ``HERON_*`` names."""
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from heron_core.settings import HeronSettings
+
+MIN_ADMIN_TOKEN_CHARS = 32  # a guessable bootstrap token is an open door in production
+
+
+class ManagementSettings(HeronSettings):
+    model_config = SettingsConfigDict(env_prefix="HERON_", extra="ignore", frozen=True)
+
+    management_host: str = Field(default="127.0.0.1", description="REST API listen address")
+    management_port: int = Field(default=8080, ge=1, le=65535, description="REST API listen port")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default: SQLite at `$HERON_DATA_DIR/management.db`; "
+        "`postgresql+asyncpg://user:pass@host/db` for PostgreSQL",
+    )
+    nats_url: str = Field(default="nats://127.0.0.1:4222", description="NATS with JetStream")
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="owner API token of the default account; generated and printed once if unset",
+    )
+    management_max_body_bytes: int = Field(
+        default=1 << 20, ge=1024, description="largest request body the API accepts"
+    )
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{Path(self.data_dir).resolve() / 'management.db'}"
+
+    def production_problems(self) -> list[str]:
+        problems = []
+        token = self.admin_token.get_secret_value() if self.admin_token else None
+        if token is not None and len(token) < MIN_ADMIN_TOKEN_CHARS:
+            problems.append(f"HERON_ADMIN_TOKEN is shorter than {MIN_ADMIN_TOKEN_CHARS} characters")
+        return problems

@@ -1,0 +1,117 @@
+"""``ServiceChanged`` reaches NATS (JetStream stream ``EVENTS``) for every change, and only then.
+
+The events are read back the way other services will read them: a durable consumer through
+``heron_bus.events``, against the real nats-server the session started.
+"""
+
+import asyncio
+import contextlib
+import secrets
+from pathlib import Path
+from typing import Any
+
+import httpx
+from management_fixtures import (
+    AccountSeed,
+    RunningApi,
+    ServerThread,
+    free_port,
+    management_settings,
+    seed_account,
+)
+
+from heron_bus import Bus, connect, ensure_streams, events
+from heron_bus.embedded import EmbeddedNats
+from heron_bus.subjects import EVENTS_STREAM
+from heron_core.events import ServiceChanged
+from heron_core.types import ChangeKind, ServiceMode
+
+WAIT_S = 20.0
+
+
+async def changes_of(bus: Bus, service_id: str, count: int) -> list[ServiceChanged]:
+    """The first ``count`` events about ``service_id`` in the stream, in order."""
+    await ensure_streams(bus)  # as every consumer does: it may start before any publisher
+    durable = f"test-{secrets.token_hex(4)}"
+    found: list[ServiceChanged] = []
+
+    async def collect() -> None:
+        async with contextlib.aclosing(events(bus, ServiceChanged, durable=durable)) as stream:
+            async for delivery in stream:
+                await delivery.ack()
+                if delivery.event.service_id == service_id:
+                    found.append(delivery.event)
+                    if len(found) == count:
+                        return
+
+    try:
+        await asyncio.wait_for(collect(), WAIT_S)
+    except TimeoutError:
+        raise AssertionError(f"{len(found)} of {count} events within {WAIT_S}s: {found}") from None
+    finally:
+        await bus.js.delete_consumer(EVENTS_STREAM, durable)
+    return found
+
+
+def service(domain: str, account: AccountSeed, **extra: Any) -> dict[str, Any]:
+    targets = [{"target_type": "peer", "target_id": account.peer_id, "port": 8080}]
+    return {"name": "evented", "domain": domain, "targets": targets, **extra}
+
+
+async def test_each_change_publishes_service_changed(api: RunningApi, account: AccountSeed) -> None:
+    first, second = (f"{n}-{secrets.token_hex(4)}.example.test" for n in ("ev", "moved"))
+    headers = {"Authorization": f"Token {account.tokens['owner']}"}
+    async with httpx.AsyncClient(base_url=api.base_url, headers=headers, timeout=30) as client:
+        created = await client.post("/api/services", json=service(first, account))
+        assert created.status_code == 201, created.text
+        service_id = created.json()["id"]
+        target_id = created.json()["targets"][0]["id"]
+        # a refused change publishes nothing
+        refused = await client.put(f"/api/services/{service_id}", json={"name": "no domain"})
+        assert refused.status_code == 422, refused.text
+        calls = [
+            client.put(f"/api/services/{service_id}", json=service(second, account)),
+            client.post(f"/api/services/{service_id}/disable"),
+            client.post(f"/api/services/{service_id}/targets/{target_id}/disable"),
+            client.delete(f"/api/services/{service_id}"),
+        ]
+        for call in calls:
+            response = await call
+            assert response.is_success, response.text
+
+    async with await connect(api.nats_url, name="heron-management-tests") as bus:
+        seen = await changes_of(bus, service_id, count=5)
+
+    assert [e.change for e in seen] == [ChangeKind.CREATED] + [ChangeKind.UPDATED] * 3 + [
+        ChangeKind.DELETED
+    ]
+    assert {e.account_id for e in seen} == {account.account_id}
+    assert all(e.mode is ServiceMode.HTTP for e in seen)
+    assert [e.domain for e in seen] == [first] + [second] * 4
+    assert seen[1].previous_domain == first  # the old domain's certificate can go
+    assert [e.previous_domain for e in seen[2:]] == [None, None, None]
+    assert [e.enabled for e in seen] == [True, True, False, False, False]
+    assert len({e.event_id for e in seen}) == 5
+
+
+async def test_changes_made_while_nats_is_down_are_published_when_it_returns(
+    tmp_path: Path,
+) -> None:
+    nats_port = free_port()
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'management.db'}"
+    settings = management_settings(database_url, f"nats://127.0.0.1:{nats_port}", tmp_path)
+    with ServerThread(settings):
+        account = await seed_account(database_url)
+        headers = {"Authorization": f"Token {account.tokens['owner']}"}
+        base_url = f"http://127.0.0.1:{settings.management_port}"
+        async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as client:
+            created = await client.post("/api/services", json=service("down.example.test", account))
+        assert created.status_code == 201, created.text  # NATS being away never fails a change
+
+        async with (
+            EmbeddedNats(store_dir=tmp_path / "nats", port=nats_port) as nats,
+            await connect(nats.url, name="heron-management-tests") as bus,
+        ):
+            seen = await changes_of(bus, created.json()["id"], count=1)
+    assert seen[0].change is ChangeKind.CREATED
+    assert seen[0].domain == "down.example.test"

@@ -1,0 +1,120 @@
+"""Two accounts: nothing of one is visible or changeable with the other's token, on every route.
+
+The test walks the OpenAPI document, so a new route without an isolation case fails here.
+"""
+
+import re
+from typing import Any
+
+import httpx
+from management_fixtures import AccountSeed, RunningApi
+
+
+def _seed_objects(client: httpx.Client, seed: AccountSeed, domain: str) -> dict[str, str]:
+    service = client.post(
+        "/api/services",
+        json={
+            "name": "victim",
+            "domain": domain,
+            "targets": [{"target_type": "peer", "target_id": seed.peer_id}],
+        },
+    ).json()
+    token = client.post("/api/tokens", json={"name": "victim"}).json()
+    return {
+        "service_id": service["id"],
+        "target_id": service["targets"][0]["id"],
+        "user_id": seed.user_ids["auditor"],
+        "token_id": token["id"],
+        "peer_id": seed.peer_id,
+        "network_id": seed.network_id,
+        "resource_id": seed.resource_ids["host"],
+    }
+
+
+def _body_for(
+    method: str, template: str, attacker: AccountSeed, victim: AccountSeed
+) -> dict[str, Any] | None:
+    """A body that passes validation, so the answer shows ownership, not a malformed request."""
+    target = {"target_type": "peer", "target_id": attacker.peer_id}
+    bodies: dict[tuple[str, str], dict[str, Any]] = {
+        # Creating in one's own account may not reference the other account's peer.
+        ("post", "/api/services"): {
+            "name": "x",
+            "domain": "steal.example.test",
+            "targets": [{"target_type": "peer", "target_id": victim.peer_id}],
+        },
+        ("put", "/api/services/{service_id}"): {
+            "name": "x",
+            "domain": "hijack.example.test",
+            "targets": [target],
+        },
+        ("post", "/api/services/{service_id}/targets"): target,
+        ("put", "/api/services/{service_id}/targets/{target_id}"): target,
+        ("post", "/api/users"): {"email": "new@example.test", "name": "n", "role": "auditor"},
+        ("put", "/api/users/{user_id}"): {"name": "renamed"},
+        ("post", "/api/tokens"): {"name": "stolen", "user_id": victim.user_ids["auditor"]},
+    }
+    return bodies.get((method, template))
+
+
+def test_no_route_crosses_accounts(
+    api: RunningApi, account_factory: Any, unique_domain: Any
+) -> None:
+    victim, attacker = account_factory(), account_factory()
+    with (
+        api.client(victim.tokens["owner"]) as owner_a,
+        api.client(attacker.tokens["owner"]) as owner_b,
+    ):
+        ids = _seed_objects(owner_a, victim, unique_domain("victim"))
+        before = {
+            path: owner_a.get(path).json()
+            for path in (
+                "/api/services",
+                "/api/users",
+                "/api/tokens",
+                "/api/peers",
+                "/api/networks",
+            )
+        }
+        schema = owner_b.get("/api/openapi.json").json()
+        exercised = set()
+        for template, operations in schema["paths"].items():
+            if not template.startswith("/api/"):
+                continue
+            for method in operations:
+                exercised.add((method, template))
+                url = re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], template)
+                body = _body_for(method, template, attacker, victim)
+                response = owner_b.request(method.upper(), url, json=body)
+                if "{" in template:
+                    assert response.status_code == 404, (method, template, response.text)
+                elif method == "get":
+                    assert response.status_code == 200, (method, template, response.text)
+                    assert not set(ids.values()) & _ids_in(response.json()), (
+                        template,
+                        response.text,
+                    )
+                elif template == "/api/services":
+                    assert response.status_code == 422, response.text
+                    assert "no peer" in response.text
+                elif template == "/api/tokens":
+                    assert response.status_code == 404, response.text
+                elif template == "/api/users":
+                    assert response.status_code == 201, response.text  # a user in B's own account
+                else:
+                    raise AssertionError(f"no isolation case for {method.upper()} {template}")
+        assert len(exercised) >= 20
+        after = {path: owner_a.get(path).json() for path in before}
+        assert after["/api/services"] == before["/api/services"]
+        assert after["/api/users"] == before["/api/users"]
+        assert [t["id"] for t in after["/api/tokens"]] == [t["id"] for t in before["/api/tokens"]]
+
+
+def _ids_in(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        return {v for v in value.values() if isinstance(v, str)} | set().union(
+            *(_ids_in(v) for v in value.values())
+        )
+    if isinstance(value, list):
+        return set().union(*(_ids_in(v) for v in value))
+    return set()
