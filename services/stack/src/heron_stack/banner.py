@@ -1,0 +1,51 @@
+"""The block ``heron-stack`` prints once everything is ready: every URL and where state lives."""
+
+from urllib.parse import urlsplit, urlunsplit
+
+from heron_stack.settings import StackSettings
+
+
+def banner_rows(settings: StackSettings) -> list[tuple[str, str]]:
+    """(label, value) pairs; a later service adds its own rows here."""
+    api = f"{settings.management_url}/api"
+    data = settings.data_path
+    return [
+        ("REST API", api),
+        ("OpenAPI", f"{api}/openapi.json"),
+        ("API docs", f"{api}/docs"),
+        ("NATS", f"{settings.nats_url} (JetStream store {data / 'nats'})"),
+        ("data dir", str(data)),
+        ("database", _database(settings)),
+        ("mode", settings.mode.value),
+        ("admin token", _admin_token(settings)),
+    ]
+
+
+def render_banner(settings: StackSettings) -> str:
+    rows = banner_rows(settings)
+    width = max(len(label) for label, _ in rows)
+    body = [f"  {label:<{width}}  {value}" for label, value in rows]
+    rule = "=" * max(len(line) for line in body)
+    title = f"  Heron is ready ({settings.mode.value} mode); stop it with Ctrl-C"
+    return "\n".join(["", rule, title, rule, *body, rule, ""]) + "\n"
+
+
+def _database(settings: StackSettings) -> str:
+    if settings.database_url:
+        return _without_password(settings.database_url)
+    return f"SQLite, {settings.data_path / 'management.db'}"
+
+
+def _admin_token(settings: StackSettings) -> str:
+    if settings.admin_token is not None:
+        return "the value of HERON_ADMIN_TOKEN"
+    return "generated on the first start and printed once by management (see above)"
+
+
+def _without_password(url: str) -> str:
+    """The URL with its password replaced, so the banner can be pasted into an issue."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
