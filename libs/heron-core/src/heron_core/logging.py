@@ -35,7 +35,7 @@ def configure_logging(
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _drop_color_message],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             _add_service(service),
@@ -49,6 +49,14 @@ def configure_logging(
     root.setLevel(level.upper())
     for noisy in ("uvicorn.access",):  # the API logs its own one line per request
         logging.getLogger(noisy).disabled = True
+
+
+def _drop_color_message(
+    _: object, __: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    # uvicorn repeats its message with ANSI colour codes as an ``extra``; the renderer colours
+    event.pop("color_message", None)
+    return event
 
 
 def _add_service(service: str) -> structlog.typing.Processor:
