@@ -390,24 +390,128 @@ class ManagementMessage(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONFIG_BATCH_FIELD_NUMBER: _builtins.int
+    EDGE_SETUP_FIELD_NUMBER: _builtins.int
+    TUNNEL_PEERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def config_batch(self) -> Global___ConfigBatch:
         """Services to create, modify or remove."""
+
+    @_builtins.property
+    def edge_setup(self) -> Global___EdgeSetup:
+        """The edge's place on the overlay: sent once, right after the `Hello`, before any batch."""
+
+    @_builtins.property
+    def tunnel_peers(self) -> Global___TunnelPeers:
+        """Every agent the edge's WireGuard interface accepts: sent after `edge_setup` and again,
+        complete, whenever the set changes. Not acknowledged.
+        """
 
     def __init__(
         self,
         *,
         config_batch: Global___ConfigBatch | None = ...,
+        edge_setup: Global___EdgeSetup | None = ...,
+        tunnel_peers: Global___TunnelPeers | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config_batch", b"config_batch", "message", b"message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config_batch", b"config_batch", "edge_setup", b"edge_setup", "message", b"message", "tunnel_peers", b"tunnel_peers"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_batch", b"config_batch", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_batch", b"config_batch", "edge_setup", b"edge_setup", "message", b"message", "tunnel_peers", b"tunnel_peers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["config_batch"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["config_batch", "edge_setup", "tunnel_peers"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
 Global___ManagementMessage: _TypeAlias = ManagementMessage  # noqa: Y015
+
+@_typing.final
+class EdgeSetup(_message.Message):
+    """Where the edge sits on the WireGuard overlay. Management allocates the address once per edge
+    WireGuard public key, so an edge that keeps its key keeps its address across restarts.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OVERLAY_ADDRESS_FIELD_NUMBER: _builtins.int
+    OVERLAY_NETWORK_FIELD_NUMBER: _builtins.int
+    overlay_address: _builtins.str
+    """The edge's overlay address, e.g. `100.64.0.1`; the edge puts it on its WireGuard interface."""
+    overlay_network: _builtins.str
+    """The overlay network, `100.64.0.0/10`, as the interface address's prefix."""
+    def __init__(
+        self,
+        *,
+        overlay_address: _builtins.str = ...,
+        overlay_network: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["overlay_address", b"overlay_address", "overlay_network", b"overlay_network"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EdgeSetup: _TypeAlias = EdgeSetup  # noqa: Y015
+
+@_typing.final
+class TunnelPeers(_message.Message):
+    """The complete set of agents (peers) an edge exchanges WireGuard traffic with; peers not in it
+    are removed from the edge's interface.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PEERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def peers(self) -> _containers.RepeatedCompositeFieldContainer[Global___TunnelPeer]:
+        """The agents, in no particular order."""
+
+    def __init__(
+        self,
+        *,
+        peers: _abc.Iterable[Global___TunnelPeer] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["peers", b"peers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TunnelPeers: _TypeAlias = TunnelPeers  # noqa: Y015
+
+@_typing.final
+class TunnelPeer(_message.Message):
+    """One agent as an edge's WireGuard interface sees it. The edge learns the agent's endpoint from
+    its handshakes (agents sit behind NAT and open no port).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PEER_ID_FIELD_NUMBER: _builtins.int
+    WIREGUARD_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    OVERLAY_ADDRESS_FIELD_NUMBER: _builtins.int
+    FORWARDER_PORT_FIELD_NUMBER: _builtins.int
+    peer_id: _builtins.str
+    """The peer's ID."""
+    wireguard_public_key: _builtins.str
+    """The agent's WireGuard public key, base64 as `wg pubkey` prints it."""
+    overlay_address: _builtins.str
+    """The agent's overlay address (its only allowed IP at the edge), e.g. `100.64.0.7`."""
+    forwarder_port: _builtins.int
+    """The TCP port of the agent's forwarder at its overlay address; 0: the default, 51821."""
+    def __init__(
+        self,
+        *,
+        peer_id: _builtins.str = ...,
+        wireguard_public_key: _builtins.str = ...,
+        overlay_address: _builtins.str = ...,
+        forwarder_port: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["forwarder_port", b"forwarder_port", "overlay_address", b"overlay_address", "peer_id", b"peer_id", "wireguard_public_key", b"wireguard_public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TunnelPeer: _TypeAlias = TunnelPeer  # noqa: Y015
 
 @_typing.final
 class ConfigBatch(_message.Message):
