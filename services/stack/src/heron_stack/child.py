@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import structlog
 
+from heron_core.backoff import Backoff
 from heron_core.tasks import spawn
-from heron_stack.backoff import RestartBackoff
 from heron_stack.errors import ExitedEarlyError, NotReadyError, PortInUseError, SpawnError
 from heron_stack.output import LineRelay, PrefixedOutput
 from heron_stack.parent_death import die_with_parent
@@ -103,7 +103,7 @@ class Child:
         *,
         stdout: PrefixedOutput,
         stderr: PrefixedOutput,
-        backoff: RestartBackoff,
+        backoff: Backoff,
         timing: Timing,
     ) -> None:
         self.spec = spec

@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
+from heron_core.backoff import Backoff
 from heron_core.tasks import spawn
-from heron_stack.backoff import RestartBackoff
 from heron_stack.child import Timing
 from heron_stack.errors import StartupError
 from heron_stack.settings import StackSettings
@@ -36,7 +36,7 @@ async def run_stack(
     supervisor = Supervisor(
         specs,
         timing=Timing(settings.stack_ready_timeout_s, settings.stack_stop_timeout_s),
-        new_backoff=lambda: RestartBackoff(
+        new_backoff=lambda: Backoff(
             initial_s=settings.stack_restart_initial_s,
             max_s=settings.stack_restart_max_s,
             reset_after_s=settings.stack_restart_reset_after_s,

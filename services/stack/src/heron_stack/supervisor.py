@@ -4,8 +4,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
+from heron_core.backoff import Backoff
 from heron_core.errors import ConfigError
-from heron_stack.backoff import RestartBackoff
 from heron_stack.child import Child, Timing
 from heron_stack.output import PrefixedOutput
 from heron_stack.specs import ServiceSpec
@@ -19,7 +19,7 @@ class Supervisor:
         specs: Sequence[ServiceSpec],
         *,
         timing: Timing,
-        new_backoff: Callable[[], RestartBackoff],
+        new_backoff: Callable[[], Backoff],
         stdout: BinaryIO,
         stderr: BinaryIO,
     ) -> None:

@@ -1,14 +1,15 @@
-"""When to restart a crashed service: exponential backoff that forgets after a stable run."""
+"""When to try again (restart a crashed service, reconnect a stream): exponential backoff that
+forgets after a stable run."""
 
 from dataclasses import dataclass, field
 
 
 @dataclass
-class RestartBackoff:
+class Backoff:
     """Delays ``initial_s``, doubling up to ``max_s``; back to ``initial_s`` after a long run.
 
-    A service that crashes at once is retried slowly enough not to flood the log; one that ran
-    for ``reset_after_s`` or longer crashed for a new reason and is retried quickly again.
+    A service (or stream) that fails at once is retried slowly enough not to flood the log; one
+    that ran for ``reset_after_s`` or longer failed for a new reason and is retried quickly again.
     """
 
     initial_s: float

@@ -1,8 +1,8 @@
-from heron_stack.backoff import RestartBackoff
+from heron_core.backoff import Backoff
 
 
 def test_delays_double_up_to_the_cap() -> None:
-    backoff = RestartBackoff(initial_s=0.5, max_s=30.0, reset_after_s=60.0)
+    backoff = Backoff(initial_s=0.5, max_s=30.0, reset_after_s=60.0)
 
     delays = [backoff.delay_after(uptime_s=1.0) for _ in range(9)]
 
@@ -10,7 +10,7 @@ def test_delays_double_up_to_the_cap() -> None:
 
 
 def test_a_stable_run_resets_the_delay() -> None:
-    backoff = RestartBackoff(initial_s=0.5, max_s=30.0, reset_after_s=60.0)
+    backoff = Backoff(initial_s=0.5, max_s=30.0, reset_after_s=60.0)
     for _ in range(5):
         backoff.delay_after(uptime_s=1.0)
 
