@@ -52,3 +52,17 @@ def test_exceptions_become_structured_tracebacks(capsys: pytest.CaptureFixture[s
     (record,) = lines(capsys.readouterr().err)
     assert record["event"] == "failed"
     assert "ValueError" in json.dumps(record["exception"])
+
+
+def test_tracebacks_never_carry_local_variables(capsys: pytest.CaptureFixture[str]) -> None:
+    def authenticate(token: str) -> None:
+        raise RuntimeError("database is locked")
+
+    configure_logging("tests", fmt=LogFormat.JSON)
+    try:
+        authenticate("hrn_thisMustNeverBeLogged")
+    except RuntimeError:
+        structlog.get_logger().exception("request failed")
+    err = capsys.readouterr().err
+    assert "database is locked" in err
+    assert "hrn_thisMustNeverBeLogged" not in err

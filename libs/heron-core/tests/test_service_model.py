@@ -95,3 +95,25 @@ def test_domain_validation_only_raises_validation_errors(text: str) -> None:
         return
     assert parsed.domain == parsed.domain.lower()
     assert len(parsed.domain) <= 253
+
+
+def test_a_deeply_nested_body_is_refused_not_crashed() -> None:
+    nested: Any = "x"
+    for _ in range(5000):
+        nested = [nested]
+    with pytest.raises(ValidationError):
+        ServiceRequest.model_validate({"name": nested, "domain": "a.example.com"})
+
+
+def test_netbird_bearer_auth_payloads_carry_over() -> None:
+    body = {"bearer_auth": {"enabled": True, "distribution_groups": ["devs"]}}
+    parsed = request(auth=body)
+    assert parsed.auth is not None and parsed.auth.bearer_auth is not None
+    assert parsed.auth.bearer_auth.groups == ["devs"]
+
+
+def test_a_target_read_back_with_its_id_is_accepted() -> None:
+    target = TargetRequest.model_validate(
+        {"id": "tgt_abc", "target_type": "peer", "target_id": "peer_1", "port": 80}
+    )
+    assert target.id == "tgt_abc"

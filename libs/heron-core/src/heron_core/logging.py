@@ -8,8 +8,14 @@ import logging
 import sys
 
 import structlog
+import structlog.tracebacks
 
 from heron_core.settings import LogFormat
+
+#: structured tracebacks without frame locals: a local may hold a token or password
+_DICT_TRACEBACKS = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
 
 
 def configure_logging(
@@ -26,7 +32,7 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     finishing: list[structlog.typing.Processor] = (
-        [renderer] if use_console else [structlog.processors.dict_tracebacks, renderer]
+        [renderer] if use_console else [_DICT_TRACEBACKS, renderer]
     )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

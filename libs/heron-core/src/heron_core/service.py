@@ -80,12 +80,18 @@ class StrictModel(BaseModel):
 
 
 def _holds_nul(value: object) -> bool:
-    if isinstance(value, str):
-        return "\0" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
+    # iterative: a body nested thousands of levels deep must get a 422, not a RecursionError
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\0" in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
     return False
 
 
@@ -233,6 +239,11 @@ class TargetOptions(StrictModel):
 
 
 class TargetRequest(StrictModel):
+    id: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None,
+        description="read-only: accepted so that a service read with GET can be PUT back; "
+        "a target whose `id` matches one of the service's keeps that ID",
+    )
     target_type: TargetType
     target_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
         description="the peer or network resource that reaches the target"
@@ -278,8 +289,20 @@ class PinAuthRequest(StrictModel):
 class SsoAuth(StrictModel):
     enabled: StrictBool = False
     groups: Annotated[list[GroupName], Field(max_length=MAX_GROUPS)] = Field(
-        default_factory=list, description="users must be in one of these groups; empty: any user"
+        default_factory=list,
+        description="users must be in one of these groups; empty: any user "
+        "(NetBird's `distribution_groups` is accepted as an alias)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _netbird_names(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "distribution_groups" in data:
+            if "groups" in data:
+                raise ValueError("give groups or its alias distribution_groups, not both")
+            data = {**data, "groups": data["distribution_groups"]}
+            del data["distribution_groups"]
+        return data
 
 
 class HeaderAuthRequest(StrictModel):

@@ -163,7 +163,8 @@ def _http_target(target: TargetRequest, problems: _Problems, loc: Loc) -> Target
     protocol = target.protocol or TargetProtocol.HTTP
     if protocol not in _DEFAULT_PORTS:
         problems.add(
-            (*loc, "protocol"), f"an http service's targets speak http or https, not {protocol!r}"
+            (*loc, "protocol"),
+            f"an http service's targets speak http or https, not {protocol.value}",
         )
         protocol = TargetProtocol.HTTP
     options = target.options
