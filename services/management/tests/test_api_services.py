@@ -120,6 +120,37 @@ def test_targets_add_replace_toggle_remove(
     assert_problem(owner.delete(f"{base}/{new['id']}"), 404)
 
 
+def test_a_service_read_with_get_can_be_put_back_and_targets_keep_their_ids(
+    owner: httpx.Client, account: AccountSeed, unique_domain: Domain
+) -> None:
+    paths = [{"target_type": "peer", "target_id": account.peer_id, "port": 80, "path": p}
+             for p in ("/a", "/b", "/c")]  # fmt: skip
+    service = owner.post(
+        "/api/services", json={"name": "ids", "domain": unique_domain("ids"), "targets": paths}
+    ).json()
+    ids = {t["path"]: t["id"] for t in service["targets"]}
+    base = f"/api/services/{service['id']}"
+    # positions stay distinct after a removal and an addition
+    assert owner.delete(f"{base}/targets/{ids['/a']}").status_code == 204
+    added = owner.post(f"{base}/targets", json={**paths[0], "path": "/d"}).json()
+    assert [t["path"] for t in owner.get(base).json()["targets"]] == ["/b", "/c", "/d"]
+
+    read = owner.get(base).json()
+    body = {
+        k: v
+        for k, v in read.items()
+        if k not in {"id", "meta", "source", "port_auto_assigned", "proxy_cluster", "auth"}
+    }
+    body["targets"] = list(reversed(read["targets"]))  # reordered, IDs carried along
+    put = owner.put(base, json=body)
+    assert put.status_code == 200, put.text
+    assert [(t["path"], t["id"]) for t in put.json()["targets"]] == [
+        ("/d", added["id"]),
+        ("/c", ids["/c"]),
+        ("/b", ids["/b"]),
+    ]
+
+
 @pytest.mark.parametrize(
     ("payload", "status", "needle"),
     [
@@ -162,6 +193,12 @@ def test_malformed_bodies_get_a_reason(
         ({"targets": [{"target_type": "peer", "target_id": "nope"}]}, ["targets", 0, "target_id"], "no peer"),
         ({"targets": [{"target_type": "subnet", "target_id": "HOST", "host": "10.2.0.7"}]},
          ["targets", 0, "target_id"], "is a host, not a subnet"),
+        ({"targets": [{"target_type": "subnet", "target_id": "SUBNET", "host": "10.9.9.9"}]},
+         ["targets", 0, "host"], "not inside the subnet 10.2.0.0/24"),
+        ({"targets": [{"target_type": "subnet", "target_id": "SUBNET", "host": "evil.example.com"}]},
+         ["targets", 0, "host"], "must be an IP address inside the subnet"),
+        ({"mode": "tcp", "listen_port": 443}, ["listen_port"], "the edge's main port"),
+        ({"mode": "udp", "listen_port": 51820}, ["listen_port"], "WireGuard"),
         ({"targets": [{"target_type": "peer", "target_id": "PEER"}, {"target_type": "peer", "target_id": "PEER", "path": "/"}]},
          ["targets", 1, "path"], "already used"),
         ({"auth": {"password_auth": {"enabled": True}}}, ["auth", "password_auth", "password"], "required"),
@@ -178,9 +215,12 @@ def test_rule_violations_name_the_field(
 ) -> None:  # fmt: skip
     payload = {"name": "x", "domain": unique_domain("r"), **extra}
     raw = httpx.Request("POST", "/", json=payload).content.decode()
-    raw = raw.replace('"PEER"', f'"{account.peer_id}"').replace(
-        '"HOST"', f'"{account.resource_ids["host"]}"'
-    )
+    for placeholder, real in (
+        ("PEER", account.peer_id),
+        ("HOST", account.resource_ids["host"]),
+        ("SUBNET", account.resource_ids["subnet"]),
+    ):
+        raw = raw.replace(f'"{placeholder}"', f'"{real}"')
     response = owner.post(
         "/api/services", content=raw, headers={"content-type": "application/json"}
     )

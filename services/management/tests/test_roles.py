@@ -167,3 +167,12 @@ def test_tokens_are_personal_unless_admin(api: RunningApi, account: AccountSeed)
         assert (
             granted.status_code == 201 and granted.json()["user_id"] == account.user_ids["auditor"]
         )
+
+
+def test_an_admin_may_not_revoke_an_owners_token(api: RunningApi, account: AccountSeed) -> None:
+    with api.client(account.tokens["owner"]) as owner, api.client(account.tokens["admin"]) as admin:
+        owners = [t for t in owner.get("/api/tokens").json() if t["name"] == "owner"]
+        assert owners
+        refused = admin.delete(f"/api/tokens/{owners[0]['id']}")
+        assert refused.status_code == 403, refused.text
+        assert owner.get("/api/services").status_code == 200  # the owner is not locked out

@@ -234,5 +234,10 @@ async def create_token(
 
 async def delete_token(session: AsyncSession, principal: Principal, token_id: str) -> None:
     row = await get_token(session, principal, token_id)
+    if row.user_id != principal.user_id:
+        # revoking someone's token is managing that user: an admin may not lock an owner out
+        owner = await session.get(UserRow, row.user_id)
+        if owner is not None:
+            _check_may_assign(principal, Role(owner.role))
     await session.delete(row)
     await session.commit()

@@ -5,6 +5,7 @@ targets exist, port free), stored with its ``ServiceChanged`` event in one trans
 the outbox relay is woken to publish the event.
 """
 
+import ipaddress
 from collections.abc import Callable, Sequence
 
 from sqlalchemy.exc import IntegrityError
@@ -36,8 +37,15 @@ from heron_core.types import (
 )
 from heron_management.db.columns import utcnow
 from heron_management.db.tables import PeerRow, ResourceRow, ServiceRow, TargetRow
+from heron_management.db.write_lock import lock_writes
 from heron_management.domain.permissions import Action
-from heron_management.domain.ports import may_share_port, pick_free_port, transport_of
+from heron_management.domain.ports import (
+    MAIN_PORT,
+    may_share_port,
+    pick_free_port,
+    reserved_port,
+    transport_of,
+)
 from heron_management.domain.principal import Principal
 from heron_management.domain.service_spec import (
     AuthSpec,
@@ -89,6 +97,7 @@ class ServiceCatalog:
         self, session: AsyncSession, principal: Principal, request: ServiceRequest
     ) -> Service:
         principal.require(Action.MANAGE_SERVICES)
+        await lock_writes(session)
         spec = build_spec(request)
         row = ServiceRow(
             id=new_id("svc"),
@@ -106,6 +115,7 @@ class ServiceCatalog:
         self, session: AsyncSession, principal: Principal, service_id: str, request: ServiceRequest
     ) -> Service:
         principal.require(Action.MANAGE_SERVICES)
+        await lock_writes(session)
         row, current = await _load(session, principal.account_id, service_id)
         previous_domain = row.domain
         spec = build_spec(request, StoredAuth.model_validate(row.auth))
@@ -114,6 +124,7 @@ class ServiceCatalog:
 
     async def delete(self, session: AsyncSession, principal: Principal, service_id: str) -> None:
         principal.require(Action.MANAGE_SERVICES)
+        await lock_writes(session)
         row, _ = await _load(session, principal.account_id, service_id)
         add_event(session, _event(row, ChangeKind.DELETED, previous_domain=None))
         await session.delete(row)
@@ -124,6 +135,7 @@ class ServiceCatalog:
         self, session: AsyncSession, principal: Principal, service_id: str, *, enabled: bool
     ) -> Service:
         principal.require(Action.MANAGE_SERVICES)
+        await lock_writes(session)
         row, targets = await _load(session, principal.account_id, service_id)
         row.enabled = enabled
         _refresh_status(row, targets)
@@ -140,8 +152,9 @@ class ServiceCatalog:
         self, session: AsyncSession, principal: Principal, service_id: str, request: TargetRequest
     ) -> Target:
         principal.require(Action.MANAGE_SERVICES)
+        await lock_writes(session)
         row, targets = await _load(session, principal.account_id, service_id)
-        position = len(targets)
+        position = max((t.position for t in targets), default=-1) + 1
         spec = build_target(request, ServiceMode(row.mode), loc=("body",))
         new = _target_row(row, spec, position)
         await self._check_targets(session, row, [*targets, new])
@@ -158,6 +171,7 @@ class ServiceCatalog:
         request: TargetRequest,
     ) -> Target:
         principal.require(Action.MANAGE_SERVICES)
+        await lock_writes(session)
         row, targets = await _load(session, principal.account_id, service_id)
         old = _find_target(targets, target_id)
         spec = build_target(request, ServiceMode(row.mode), loc=("body",))
@@ -176,6 +190,7 @@ class ServiceCatalog:
         enabled: bool,
     ) -> Target:
         principal.require(Action.MANAGE_SERVICES)
+        await lock_writes(session)
         row, targets = await _load(session, principal.account_id, service_id)
         target = _find_target(targets, target_id)
         target.enabled = enabled
@@ -187,6 +202,7 @@ class ServiceCatalog:
         self, session: AsyncSession, principal: Principal, service_id: str, target_id: str
     ) -> None:
         principal.require(Action.MANAGE_SERVICES)
+        await lock_writes(session)
         row, targets = await _load(session, principal.account_id, service_id)
         target = _find_target(targets, target_id)
         await session.delete(target)
@@ -214,19 +230,22 @@ class ServiceCatalog:
         if row.auth and new_auth != current_auth:
             row.auth_revision = (row.auth_revision or 1) + 1
         row.auth = new_auth.model_dump(mode="json")
-        # Targets keep their IDs when a PUT lists them in the same position.
         targets = []
-        for position, target_spec in enumerate(spec.targets):
-            if position < len(current):
-                _write_target(current[position], target_spec)
-                targets.append(current[position])
-            else:
-                targets.append(_target_row(row, target_spec, position))
-        for stale in current[len(spec.targets) :]:
-            await session.delete(stale)
+        for position, (target_spec, kept) in enumerate(_match_targets(current, spec.targets)):
+            target = kept or _target_row(row, target_spec, position)
+            _write_target(target, target_spec)
+            target.position = position
+            targets.append(target)
+        for stale in current:
+            if all(stale is not target for target in targets):
+                await session.delete(stale)
         await self._check_targets(session, row, targets)
         session.add(row)
-        await session.flush()  # the service row must exist before its targets reference it
+        try:
+            await session.flush()  # the service row must exist before its targets reference it
+        except IntegrityError as exc:
+            await session.rollback()
+            raise _conflict(exc, row) from exc
         for target in targets:
             session.add(target)
         return targets
@@ -258,9 +277,48 @@ class ServiceCatalog:
             await session.commit()
         except IntegrityError as exc:
             await session.rollback()
-            raise ConflictError(f"domain {row.domain!r} is already in use") from exc
+            raise _conflict(exc, row) from exc
         self._on_commit()
         return to_service(row, targets)
+
+
+def _conflict(exc: IntegrityError, row: ServiceRow) -> ConflictError:
+    """What a constraint that caught a concurrent change means to the caller."""
+    text = str(exc.orig).lower()
+    if "domain" in text and ("unique" in text or "duplicate" in text):
+        return ConflictError(f"domain {row.domain!r} is already in use")
+    if "foreign key" in text:
+        return ConflictError(
+            f"service {row.id!r} or what it references changed meanwhile; read it and try again"
+        )
+    return ConflictError("the change conflicts with another one made meanwhile; try again")
+
+
+def _match_targets(
+    current: Sequence[TargetRow], wanted: Sequence[TargetSpec]
+) -> list[tuple[TargetSpec, TargetRow | None]]:
+    """Which stored target each wanted one continues, so that it keeps its ID.
+
+    A target that carries the ``id`` of one of the service's targets continues it; one without an
+    ``id`` continues the stored target in the same position, unless that one is claimed by ID.
+    """
+    by_id = {t.id: t for t in current}
+    claimed = {spec.request_id for spec in wanted if spec.request_id in by_id}
+    ordered = sorted(current, key=lambda t: t.position)
+    matches: list[tuple[TargetSpec, TargetRow | None]] = []
+    for position, spec in enumerate(wanted):
+        if spec.request_id in by_id:
+            matches.append((spec, by_id[spec.request_id]))
+        elif (
+            spec.request_id is None
+            and position < len(ordered)
+            and ordered[position].id not in claimed
+        ):
+            claimed.add(ordered[position].id)
+            matches.append((spec, ordered[position]))
+        else:
+            matches.append((spec, None))
+    return matches
 
 
 # conversions
@@ -422,14 +480,15 @@ async def _missing_referents(
             )
         ).all()
     )
-    resources = {
-        row.id: ResourceType(row.type)
+    rows = {
+        row.id: row
         for row in await session.exec(
             select(ResourceRow).where(
                 ResourceRow.account_id == account_id, col(ResourceRow.id).in_(resource_ids)
             )
         )
     }
+    resources = {rid: ResourceType(row.type) for rid, row in rows.items()}
     problems = []
     for index, target in enumerate(targets):
         loc = ("targets", index, "target_id")
@@ -447,7 +506,23 @@ async def _missing_referents(
             problems.append(
                 FieldProblem(loc, f"resource {target.target_id!r} is a {found}, not a {wanted}")
             )
+        elif found is ResourceType.SUBNET and target.host is not None:
+            problem = _outside_subnet(target.host, rows[target.target_id].address)
+            if problem:
+                problems.append(FieldProblem(("targets", index, "host"), problem))
     return problems
+
+
+def _outside_subnet(host: str, subnet: str) -> str | None:
+    """Why ``host`` is not an address of ``subnet``; None when it is one."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return f"host {host!r} must be an IP address inside the subnet {subnet}"
+    network = ipaddress.ip_network(subnet, strict=False)
+    if address not in network:
+        return f"host {host} is not inside the subnet {subnet}"
+    return None
 
 
 async def _assign_port(session: AsyncSession, row: ServiceRow, spec: ServiceSpec) -> None:
@@ -464,7 +539,15 @@ async def _assign_port(session: AsyncSession, row: ServiceRow, spec: ServiceSpec
     same_transport = [
         o for o in others if transport_of(ServiceMode(o.mode)) == transport_of(spec.mode)
     ]
+    if spec.mode is ServiceMode.TLS and spec.listen_port == MAIN_PORT:
+        row.listen_port, row.port_auto_assigned = 0, False  # the main port, routed by SNI
+        return
     if spec.listen_port:
+        reserved = reserved_port(spec.mode, spec.listen_port)
+        if reserved:
+            raise InvalidRequestError(
+                [FieldProblem(("listen_port",), f"port {spec.listen_port} is {reserved}")]
+            )
         for other in same_transport:
             if other.listen_port == spec.listen_port and not may_share_port(
                 ServiceMode(other.mode), spec.mode

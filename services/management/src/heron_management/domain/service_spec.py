@@ -48,6 +48,8 @@ class TargetSpec:
     path: str | None
     enabled: bool
     options: TargetOptions
+    #: the ``id`` the request carried (a target read back with GET), to keep that target's ID
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,7 @@ def _http_target(target: TargetRequest, problems: _Problems, loc: Loc) -> Target
         path=target.path or "/",
         enabled=target.enabled,
         options=options,
+        request_id=target.id,
     )
 
 
@@ -227,6 +230,7 @@ def _l4_target(
         path=None,
         enabled=target.enabled,
         options=options,
+        request_id=target.id,
     )
 
 
