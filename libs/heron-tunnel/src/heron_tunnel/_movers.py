@@ -1,0 +1,145 @@
+"""The two ways a relay direction moves bytes: ``os.splice`` through a pipe, or copying.
+
+Both read at most one pipe (or buffer) full and only when nothing is pending, and never block:
+``read``/``write`` answer None where the socket would, and the relay waits for that socket.
+``open_mover`` picks splice where the kernel takes it and the pipe is worth having.
+"""
+
+import contextlib
+import errno
+import fcntl
+import os
+import socket
+from functools import cache
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+#: what a new pipe holds (16 pages) unless its user is over the kernel's pipe allowance
+DEFAULT_PIPE_BYTES = 64 * 1024
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
+#: what splice answers when it cannot move these sockets' bytes
+_SPLICE_REFUSED = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS})
+
+
+class Mover(Protocol):
+    """One direction's way of moving bytes; ``read`` and ``write`` never block."""
+
+    zero_copy: bool
+
+    @property
+    def pending(self) -> int:
+        """Bytes read and not yet written."""
+
+    def read(self) -> int | None:
+        """Read what fits (only when nothing is pending): the count, 0 at EOF, None if none."""
+
+    def write(self) -> int | None:
+        """Write pending bytes: the count, or None if the socket takes none now."""
+
+
+class SpliceMover:
+    """Socket → pipe → socket with ``os.splice``: the bytes stay in the kernel."""
+
+    zero_copy = True
+
+    def __init__(self, src: int, dst: int, pipe: tuple[int, int], pipe_size: int) -> None:
+        self._src, self._dst = src, dst
+        self._pipe_out, self._pipe_in = pipe
+        self._pipe_size = pipe_size
+        self.pending = 0
+
+    def read(self) -> int | None:
+        try:
+            self.pending = os.splice(self._src, self._pipe_in, self._pipe_size, flags=_SPLICE_FLAGS)
+        except BlockingIOError:  # the pipe is empty here, so it is the socket that has nothing
+            return None
+        return self.pending
+
+    def write(self) -> int | None:
+        try:
+            sent = os.splice(self._pipe_out, self._dst, self.pending, flags=_SPLICE_FLAGS)
+        except BlockingIOError:  # the pipe holds bytes here, so it is the socket that is full
+            return None
+        self.pending -= sent
+        return sent
+
+
+class CopyMover:
+    """``recv_into``/``send`` through one reused buffer, where splice cannot be used."""
+
+    zero_copy = False
+
+    def __init__(self, src: socket.socket, dst: socket.socket, size: int) -> None:
+        self._src, self._dst = src, dst
+        self._buffer = memoryview(bytearray(size))
+        self._start = self._end = 0
+
+    @property
+    def pending(self) -> int:
+        return self._end - self._start
+
+    def read(self) -> int | None:
+        try:
+            self._end = self._src.recv_into(self._buffer)
+        except BlockingIOError:
+            return None
+        self._start = 0
+        return self._end
+
+    def write(self) -> int | None:
+        try:
+            sent = self._dst.send(self._buffer[self._start : self._end])
+        except BlockingIOError:
+            return None
+        self._start += sent
+        return sent
+
+
+def open_mover(
+    src: socket.socket,
+    dst: socket.socket,
+    buffer_size: int,
+    force_copy: bool,
+    pipes: contextlib.ExitStack,
+) -> Mover:
+    if force_copy or not hasattr(os, "splice"):
+        return CopyMover(src, dst, buffer_size)
+    pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    for fd in pipe:
+        pipes.callback(os.close, fd)
+    with contextlib.suppress(OSError):  # over this user's pipe allowance: EPERM
+        fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, min(buffer_size, _pipe_max_bytes()))
+    pipe_size = fcntl.fcntl(pipe[1], fcntl.F_GETPIPE_SZ)
+    if pipe_size < min(buffer_size, DEFAULT_PIPE_BYTES):
+        # an unprivileged user past fs.pipe-user-pages-soft gets 2-page pipes: copying beats that
+        return CopyMover(src, dst, buffer_size)
+    if not _splice_works(pipe[0], dst.fileno()):
+        log.debug("splice refused, copying instead", family=dst.family.name, type=dst.type.name)
+        return CopyMover(src, dst, buffer_size)
+    return SpliceMover(src.fileno(), dst.fileno(), pipe, pipe_size)
+
+
+def _splice_works(empty_pipe: int, dst: int) -> bool:
+    """Try splicing an empty pipe into ``dst``: EAGAIN means it would work, and moves nothing."""
+    try:
+        os.splice(empty_pipe, dst, 1, flags=_SPLICE_FLAGS)
+    except BlockingIOError:
+        return True
+    except OSError as exc:
+        if exc.errno in _SPLICE_REFUSED:
+            return False
+        raise
+    return True
+
+
+@cache
+def _pipe_max_bytes() -> int:
+    """The largest pipe an unprivileged process may ask for (``fs.pipe-max-size``)."""
+    try:
+        return int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    except (OSError, ValueError):
+        return 1024 * 1024  # the kernel's default

@@ -1,0 +1,283 @@
+"""The forwarder header: what an edge asks an agent to dial, and the agent's answer (a wire **contract**).
+
+Over WireGuard the edge opens a TCP stream to the agent's forwarder port and sends one request
+header; the agent checks the target, dials it and answers with one response header; after that
+the stream carries raw bytes (or framed datagrams, see ``datagrams``). Big-endian::
+
+    request   "HRN"  version u8 (=1)  body_len u16 (<= 512)  body
+      body    protocol u8 (1 tcp, 2 udp)  target address  target port u16 (1-65535)
+              client address (IPv4/IPv6 only)  client port u16  service id (u8 len 0-64, [A-Za-z0-9_-])
+      address atype u8: 1 IPv4 (4 bytes) | 2 IPv6 (16 bytes) | 3 domain (u8 len 1-253, ASCII)
+    response  "HRN"  version u8  status u8  message (u8 len, UTF-8)
+
+Parsers are incremental and fail as early as the bytes allow (bad magic at the first differing
+byte, an unknown version at the fourth), so a stray HTTP request or a port scanner is turned away
+at once. The readers take exactly the header's bytes off the stream: what follows belongs to the
+relay. A ``ForwardRequest`` validates its values when built (the rules live in ``_fields``), so
+whatever constructs also encodes, and a decoded request re-encodes to the bytes it came from
+(domain names lower-cased).
+"""
+
+import asyncio
+import socket
+import struct
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import IntEnum
+
+from heron_core.errors import HeronError
+from heron_tunnel import _fields
+
+Buffer = bytes | bytearray | memoryview
+
+MAGIC = b"HRN"
+VERSION = 1
+#: the largest valid version-1 body is 342 bytes; the margin leaves version 1 room to grow
+MAX_BODY_BYTES = 512
+#: a response message is a one-line diagnostic for the edge's log
+MAX_MESSAGE_BYTES = 255
+
+_REQUEST_PREFIX = struct.Struct("!3sBH")  # magic, version, body_len
+_RESPONSE_PREFIX = struct.Struct("!3sBBB")  # magic, version, status, message length
+
+
+class Protocol(IntEnum):
+    """What the agent dials: a TCP connection, or a UDP socket fed with framed datagrams."""
+
+    TCP = 1
+    UDP = 2
+
+
+class ForwardStatus(IntEnum):
+    """The agent's answer; after anything but ``OK`` the agent closes the stream."""
+
+    OK = 0
+    BAD_HEADER = 1
+    UNSUPPORTED_VERSION = 2
+    TARGET_NOT_ALLOWED = 3
+    CONNECTION_REFUSED = 4
+    CONNECT_TIMEOUT = 5
+    UNREACHABLE = 6  # no route to the target, or its name does not resolve
+    INTERNAL = 7
+
+
+class HeaderError(HeronError):
+    """A header that is malformed, unsupported or invalid; ``status`` is what the agent answers."""
+
+    def __init__(self, status: ForwardStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    @property
+    def response(self) -> "ForwardResponse":
+        """The response that tells the other side what was wrong."""
+        return ForwardResponse(self.status, self.message)
+
+
+class HeaderTimeoutError(HeaderError):
+    """The whole header did not arrive in time."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ForwardStatus.BAD_HEADER, message)
+
+
+_PROTOCOLS = frozenset(Protocol)
+_STATUSES = frozenset(ForwardStatus)
+
+
+@dataclass(frozen=True)
+class ForwardRequest:
+    """What the edge asks the agent to dial, and for whom; raises ``HeaderError`` if invalid."""
+
+    protocol: Protocol
+    target_host: str  # an IP address or a domain name; normalised (canonical IP text, lower case)
+    target_port: int
+    client_ip: str
+    client_port: int
+    service_id: str = ""  # for the agent's log line only
+
+    def __post_init__(self) -> None:
+        with _bad_header():
+            object.__setattr__(self, "protocol", Protocol(self.protocol))
+            object.__setattr__(self, "target_host", _fields.normalise_target(self.target_host))
+            object.__setattr__(
+                self, "client_ip", _fields.normalise_ip(self.client_ip, "client address")
+            )
+            _fields.check_port("target port", self.target_port, low=1)
+            _fields.check_port("client port", self.client_port, low=0)
+            _fields.check_service_id(self.service_id)
+
+
+@dataclass(frozen=True)
+class ForwardResponse:
+    status: ForwardStatus
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is ForwardStatus.OK
+
+
+def encode_request(request: ForwardRequest) -> bytes:
+    body = b"".join(
+        (
+            bytes((request.protocol,)),
+            _fields.encode_address(request.target_host),
+            _fields.encode_port(request.target_port),
+            _fields.encode_address(request.client_ip),
+            _fields.encode_port(request.client_port),
+            _fields.encode_short_string(request.service_id),
+        )
+    )
+    return _REQUEST_PREFIX.pack(MAGIC, VERSION, len(body)) + body
+
+
+def encode_response(response: ForwardResponse) -> bytes:
+    """Encode ``response``; a message over 255 bytes is cut after the last whole character that fits."""
+    raw = response.message.encode("utf-8", errors="replace")[:MAX_MESSAGE_BYTES]
+    message = raw.decode("utf-8", errors="ignore").encode("utf-8")  # drops a character cut in two
+    return _RESPONSE_PREFIX.pack(MAGIC, VERSION, response.status, len(message)) + message
+
+
+def parse_request(buf: Buffer) -> tuple[ForwardRequest, int] | None:
+    """The request at the start of ``buf`` and its length in bytes, or None while it is incomplete.
+
+    Raises ``HeaderError`` as soon as the bytes seen cannot start a valid request.
+    """
+    size = _request_size(buf)
+    return None if len(buf) < size else (_decode_request(bytes(buf[:size])), size)
+
+
+def parse_response(buf: Buffer) -> tuple[ForwardResponse, int] | None:
+    """The response at the start of ``buf`` and its length in bytes, or None while it is incomplete."""
+    size = _response_size(buf)
+    return None if len(buf) < size else (_decode_response(bytes(buf[:size])), size)
+
+
+async def read_request(reader: asyncio.StreamReader, timeout_s: float) -> ForwardRequest:
+    """Read one request off ``reader``, leaving whatever follows it in the reader."""
+    return _decode_request(await _read(reader.read, _request_size, timeout_s, "forward request"))
+
+
+async def read_response(reader: asyncio.StreamReader, timeout_s: float) -> ForwardResponse:
+    """Read one response off ``reader``, leaving whatever follows it in the reader."""
+    return _decode_response(await _read(reader.read, _response_size, timeout_s, "response"))
+
+
+async def read_request_from_socket(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, timeout_s: float
+) -> ForwardRequest:
+    """Read one request off a non-blocking socket, taking no byte past it (then ``relay`` it)."""
+    receive = _receiver(loop, sock)
+    return _decode_request(await _read(receive, _request_size, timeout_s, "forward request"))
+
+
+async def read_response_from_socket(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, timeout_s: float
+) -> ForwardResponse:
+    """Read one response off a non-blocking socket, taking no byte past it."""
+    receive = _receiver(loop, sock)
+    return _decode_response(await _read(receive, _response_size, timeout_s, "response"))
+
+
+def _request_size(buf: Buffer) -> int:
+    """The request's total length, as far as its first bytes tell (the prefix's, until then)."""
+    _check_prefix(buf, "forward request")
+    if len(buf) < _REQUEST_PREFIX.size:
+        return _REQUEST_PREFIX.size
+    body_len = int.from_bytes(buf[4:6], "big")
+    if body_len > MAX_BODY_BYTES:
+        raise HeaderError(
+            ForwardStatus.BAD_HEADER,
+            f"forward request body of {body_len} bytes exceeds {MAX_BODY_BYTES}",
+        )
+    return _REQUEST_PREFIX.size + body_len
+
+
+def _response_size(buf: Buffer) -> int:
+    _check_prefix(buf, "response")
+    if len(buf) < _RESPONSE_PREFIX.size:
+        return _RESPONSE_PREFIX.size
+    return _RESPONSE_PREFIX.size + buf[5]
+
+
+def _check_prefix(buf: Buffer, what: str) -> None:
+    seen = bytes(buf[: len(MAGIC)])
+    if seen != MAGIC[: len(seen)]:
+        raise HeaderError(ForwardStatus.BAD_HEADER, f"{what} does not start with {MAGIC!r}")
+    if len(buf) > len(MAGIC) and (version := buf[len(MAGIC)]) != VERSION:
+        raise HeaderError(
+            ForwardStatus.UNSUPPORTED_VERSION,
+            f"{what} version {version} is not supported (this side speaks {VERSION})",
+        )
+
+
+def _decode_request(buf: bytes) -> ForwardRequest:
+    cursor = _fields.Cursor(buf[_REQUEST_PREFIX.size :])
+    with _bad_header():
+        protocol = cursor.u8("protocol")
+        if protocol not in _PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol}")
+        target = cursor.address("target address", allow_domain=True)
+        target_port = cursor.u16("target port")
+        client = cursor.address("client address", allow_domain=False)
+        client_port = cursor.u16("client port")
+        service_id = cursor.short_string("service id")
+        cursor.finish()
+    return ForwardRequest(Protocol(protocol), target, target_port, client, client_port, service_id)
+
+
+def _decode_response(buf: bytes) -> ForwardResponse:
+    status = buf[4]
+    if status not in _STATUSES:
+        raise HeaderError(ForwardStatus.BAD_HEADER, f"unknown response status {status}")
+    try:
+        message = buf[_RESPONSE_PREFIX.size :].decode("utf-8")
+    except UnicodeDecodeError:
+        raise HeaderError(ForwardStatus.BAD_HEADER, "response message is not UTF-8") from None
+    return ForwardResponse(ForwardStatus(status), message)
+
+
+@contextmanager
+def _bad_header() -> Iterator[None]:
+    """A field that breaks its rule (``_fields`` raises ValueError) makes the header bad."""
+    try:
+        yield
+    except ValueError as exc:
+        raise HeaderError(ForwardStatus.BAD_HEADER, str(exc)) from exc
+
+
+async def _read(
+    receive: Callable[[int], Awaitable[bytes]],
+    size_of: Callable[[Buffer], int],
+    timeout_s: float,
+    what: str,
+) -> bytes:
+    """Receive exactly one header: never ask for more bytes than it still lacks."""
+    buf = bytearray()
+    try:
+        async with asyncio.timeout(timeout_s):
+            while (missing := size_of(buf) - len(buf)) > 0:
+                chunk = await receive(missing)
+                if not chunk:
+                    raise HeaderError(
+                        ForwardStatus.BAD_HEADER,
+                        f"{what} truncated: the stream ended after {len(buf)} bytes",
+                    )
+                buf += chunk
+    except TimeoutError:
+        raise HeaderTimeoutError(
+            f"no complete {what} within {timeout_s:g} s ({len(buf)} bytes received)"
+        ) from None
+    return bytes(buf)
+
+
+def _receiver(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket
+) -> Callable[[int], Awaitable[bytes]]:
+    def receive(n: int) -> Awaitable[bytes]:
+        return loop.sock_recv(sock, n)
+
+    return receive

@@ -1,0 +1,327 @@
+"""The relay between real sockets: client ⇄ a [relay] b ⇄ server, over 127.0.0.1.
+
+Every test runs on both ways of moving bytes (splice and copy). Endpoints are driven with the
+loop's own ``sock_*`` methods, so one event loop runs the relay and both peers.
+"""
+
+import asyncio
+import contextlib
+import fcntl
+import random
+import re
+import socket
+import struct
+import termios
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from heron_core.tasks import spawn
+from heron_tunnel.relay import RelayStats, Side, relay
+
+MIB = 1024 * 1024
+#: every test's wait for the relay; real runs take a fraction of it
+RELAY_DEADLINE_S = 15.0
+
+
+@dataclass
+class Chain:
+    """client ⇄ a [relay] b ⇄ server"""
+
+    client: socket.socket
+    a: socket.socket
+    b: socket.socket
+    server: socket.socket
+
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return (self.client, self.a, self.b, self.server)
+
+
+def tcp_pair(buffer_bytes: int | None = None) -> tuple[socket.socket, socket.socket]:
+    """Two connected non-blocking TCP sockets; fixed kernel buffers when ``buffer_bytes`` is set."""
+
+    def sized(sock: socket.socket) -> socket.socket:
+        if buffer_bytes is not None:  # before listen/connect, so TCP's window agrees
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer_bytes)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_bytes)
+        return sock
+
+    with sized(socket.socket()) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        near = sized(socket.socket())
+        near.connect(listener.getsockname())
+        far, _ = listener.accept()
+    for sock in (near, far):
+        sock.settimeout(0.0)  # non-blocking
+    return near, far
+
+
+@pytest.fixture
+def open_chain() -> Iterator[Callable[..., Chain]]:
+    opened: list[Chain] = []
+
+    def open_(
+        pair: Callable[[], tuple[socket.socket, socket.socket]] = tcp_pair,
+    ) -> Chain:
+        client, a = pair()
+        b, server = pair()
+        for sock in (client, server):
+            sock.settimeout(0.0)  # non-blocking (a socketpair is born blocking)
+        opened.append(Chain(client, a, b, server))
+        return opened[-1]
+
+    yield open_
+    for chain in opened:
+        for sock in chain.sockets():
+            sock.close()
+
+
+@pytest.fixture(params=[False, True], ids=["splice", "copy"])
+def force_copy(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+async def send_and_shut(sock: socket.socket, data: bytes) -> None:
+    await asyncio.get_running_loop().sock_sendall(sock, data)
+    sock.shutdown(socket.SHUT_WR)
+
+
+async def receive_to_eof(sock: socket.socket, limit: int = 64 * MIB) -> bytes:
+    loop = asyncio.get_running_loop()
+    received = bytearray()
+    buffer = bytearray(MIB)
+    while (n := await loop.sock_recv_into(sock, buffer)) and len(received) <= limit:
+        received += buffer[:n]
+    return bytes(received)
+
+
+async def exchange(chain: Chain, up: bytes, down: bytes, *, force_copy: bool) -> RelayStats:
+    """Send ``up`` client → server and ``down`` server → client at once; check both arrive."""
+    async with asyncio.timeout(RELAY_DEADLINE_S), asyncio.TaskGroup() as group:
+        relaying = group.create_task(relay(chain.a, chain.b, force_copy=force_copy))
+        group.create_task(send_and_shut(chain.client, up))
+        group.create_task(send_and_shut(chain.server, down))
+        at_server = group.create_task(receive_to_eof(chain.server))
+        at_client = group.create_task(receive_to_eof(chain.client))
+    assert at_server.result() == up
+    assert at_client.result() == down
+    return relaying.result()
+
+
+def open_fds() -> int:
+    return len(list(Path("/proc/self/fd").iterdir()))
+
+
+def queued(sock: socket.socket, request: int) -> int:
+    """Bytes in a socket's receive (FIONREAD) or send (TIOCOUTQ) queue."""
+    return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), request, b"\0" * 4))[0])
+
+
+async def test_large_payloads_cross_intact_both_ways_at_once(
+    open_chain: Callable[..., Chain], force_copy: bool
+) -> None:
+    rng = random.Random(7)
+    up, down = rng.randbytes(32 * MIB), rng.randbytes(32 * MIB)
+
+    stats = await exchange(open_chain(), up, down, force_copy=force_copy)
+
+    assert (stats.a_to_b_bytes, stats.b_to_a_bytes) == (len(up), len(down))
+    assert stats.zero_copy is not force_copy
+    assert stats.error is None
+    assert not stats.idle_timed_out
+    assert stats.first_closed in (Side.A, Side.B)
+
+
+async def test_unix_socket_pairs_are_relayed_too(
+    open_chain: Callable[..., Chain], force_copy: bool
+) -> None:
+    rng = random.Random(8)
+    up, down = rng.randbytes(4 * MIB), rng.randbytes(MIB)
+
+    stats = await exchange(open_chain(socket.socketpair), up, down, force_copy=force_copy)
+
+    assert (stats.a_to_b_bytes, stats.b_to_a_bytes) == (len(up), len(down))
+
+
+async def test_a_half_closed_client_still_gets_the_reply(
+    open_chain: Callable[..., Chain], force_copy: bool
+) -> None:
+    chain = open_chain()
+    loop = asyncio.get_running_loop()
+
+    async def server() -> None:
+        assert await receive_to_eof(chain.server) == b"request"
+        await send_and_shut(chain.server, b"the reply")
+
+    async with asyncio.timeout(RELAY_DEADLINE_S), asyncio.TaskGroup() as group:
+        relaying = group.create_task(relay(chain.a, chain.b, force_copy=force_copy))
+        group.create_task(server())
+        await loop.sock_sendall(chain.client, b"request")
+        chain.client.shutdown(socket.SHUT_WR)  # the request is complete; the reply is still due
+        reply = await receive_to_eof(chain.client)
+
+    assert reply == b"the reply"
+    stats = relaying.result()
+    assert (stats.a_to_b_bytes, stats.b_to_a_bytes) == (7, 9)
+    assert stats.first_closed is Side.A
+    assert stats.error is None
+
+
+async def test_an_idle_relay_ends_after_the_idle_timeout(
+    open_chain: Callable[..., Chain], force_copy: bool
+) -> None:
+    chain = open_chain()
+
+    async with asyncio.timeout(RELAY_DEADLINE_S):
+        stats = await relay(chain.a, chain.b, idle_timeout=0.1, force_copy=force_copy)
+
+    assert stats.idle_timed_out
+    assert stats.duration_s >= 0.1
+    assert stats.first_closed is None
+    assert stats.error is None
+
+
+async def test_traffic_in_either_direction_keeps_the_relay_alive(
+    open_chain: Callable[..., Chain], force_copy: bool
+) -> None:
+    chain = open_chain()
+    loop = asyncio.get_running_loop()
+
+    async def chatter() -> None:
+        ends = (chain.client, chain.server)
+        for i in range(8):  # a byte every 50 ms, alternating directions; the last after 0.35 s
+            sender, receiver = ends if i % 2 else ends[::-1]
+            await loop.sock_sendall(sender, b"x")
+            assert await loop.sock_recv(receiver, 1) == b"x"
+            await asyncio.sleep(0.05)
+
+    async with asyncio.timeout(RELAY_DEADLINE_S), asyncio.TaskGroup() as group:
+        relaying = group.create_task(
+            relay(chain.a, chain.b, idle_timeout=0.15, force_copy=force_copy)
+        )
+        group.create_task(chatter())
+
+    stats = relaying.result()
+    assert stats.idle_timed_out
+    assert stats.duration_s >= 0.35 + 0.15 - 0.01  # not 0.15: each byte restarted the clock
+    assert (stats.a_to_b_bytes, stats.b_to_a_bytes) == (4, 4)
+
+
+@pytest.mark.parametrize("resetting", [Side.A, Side.B])
+async def test_a_peer_reset_ends_the_relay_and_is_reported(
+    open_chain: Callable[..., Chain], force_copy: bool, resetting: Side
+) -> None:
+    await check_peer_reset(open_chain(), force_copy, resetting)
+
+
+async def check_peer_reset(chain: Chain, force_copy: bool, resetting: Side) -> None:
+    loop = asyncio.get_running_loop()
+    ends = (chain.client, chain.server)
+    peer, other = ends if resetting is Side.A else ends[::-1]
+
+    async with asyncio.timeout(RELAY_DEADLINE_S), asyncio.TaskGroup() as group:
+        relaying = group.create_task(relay(chain.a, chain.b, force_copy=force_copy))
+        await loop.sock_sendall(peer, b"hello")
+        assert await loop.sock_recv(other, 5) == b"hello"
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()  # with a zero linger time: an RST, not a FIN
+        with contextlib.suppress(OSError):  # the other side keeps talking into the void
+            for _ in range(20):
+                await loop.sock_sendall(other, b"still there?")
+                await asyncio.sleep(0.01)
+
+    stats = relaying.result()
+    assert stats.error is not None
+    assert re.fullmatch(rf"(ECONNRESET|EPIPE) on side '{resetting}'", stats.error)
+    assert stats.first_closed is resetting
+
+
+async def test_cancelling_the_relay_leaves_no_fd_and_no_callback(
+    open_chain: Callable[..., Chain], force_copy: bool
+) -> None:
+    await check_cancellation_cleans_up(open_chain(), force_copy)
+
+
+async def check_cancellation_cleans_up(chain: Chain, force_copy: bool) -> None:
+    loop = asyncio.get_running_loop()
+    before = open_fds()
+    task = spawn(relay(chain.a, chain.b, force_copy=force_copy), name="relay under test")
+    for _ in range(50):  # the server reads nothing: the relay ends up waiting, bytes in hand
+        with contextlib.suppress(BlockingIOError):
+            chain.client.send(bytes(MIB))
+        await asyncio.sleep(0.002)
+    during = open_fds()
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert during == before + (0 if force_copy else 4)  # two pipes while splicing
+    assert open_fds() == before
+    for sock in (chain.a, chain.b):
+        assert not loop.remove_reader(sock.fileno())
+        assert not loop.remove_writer(sock.fileno())
+
+
+async def test_a_slow_reader_holds_the_relay_to_one_buffer_of_bytes(
+    open_chain: Callable[..., Chain], force_copy: bool
+) -> None:
+    buffer_bytes = 64 * 1024
+    chain = open_chain(lambda: tcp_pair(buffer_bytes))
+    task = spawn(
+        relay(chain.a, chain.b, buffer_size=buffer_bytes, force_copy=force_copy), name="relay"
+    )
+    sent = bytearray()
+    chunk = random.Random(9).randbytes(buffer_bytes)
+    quiet_rounds = 0
+    for _ in range(500):  # send until 10 rounds in a row take nothing (the server reads nothing)
+        before = len(sent)
+        with contextlib.suppress(BlockingIOError):
+            while len(sent) < 16 * MIB:
+                sent += chunk[: chain.client.send(chunk)]
+        quiet_rounds = quiet_rounds + 1 if len(sent) == before else 0
+        if quiet_rounds == 10:
+            break
+        await asyncio.sleep(0.01)
+
+    in_sockets = (
+        queued(chain.client, termios.TIOCOUTQ) + queued(chain.a, termios.FIONREAD)
+        + queued(chain.b, termios.TIOCOUTQ) + queued(chain.server, termios.FIONREAD)
+    )  # fmt: skip
+    assert quiet_rounds == 10, "the sender never blocked: the relay reads without limit"
+    assert 0 < len(sent) - in_sockets <= buffer_bytes  # what the relay itself holds
+
+    chain.client.shutdown(socket.SHUT_WR)
+    async with asyncio.timeout(RELAY_DEADLINE_S):
+        assert await receive_to_eof(chain.server) == sent
+        chain.server.shutdown(socket.SHUT_WR)
+        stats = await task
+    assert stats.a_to_b_bytes == len(sent)
+
+
+async def test_nonsense_settings_are_refused(open_chain: Callable[..., Chain]) -> None:
+    chain = open_chain()
+
+    with pytest.raises(ValueError, match=r"^relay buffer size 0 is not positive$"):
+        await relay(chain.a, chain.b, buffer_size=0)
+    with pytest.raises(ValueError, match=r"^relay idle timeout 0 is not positive$"):
+        await relay(chain.a, chain.b, idle_timeout=0)
+
+
+def test_the_relay_runs_on_uvloop(open_chain: Callable[..., Chain]) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    rng = random.Random(10)
+    up, down = rng.randbytes(8 * MIB), rng.randbytes(8 * MIB)
+
+    async def scenario() -> None:
+        for force_copy in (False, True):
+            stats = await exchange(open_chain(), up, down, force_copy=force_copy)
+            assert (stats.a_to_b_bytes, stats.b_to_a_bytes) == (len(up), len(down))
+        await check_cancellation_cleans_up(open_chain(), force_copy=False)
+        await check_peer_reset(open_chain(), force_copy=False, resetting=Side.B)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
