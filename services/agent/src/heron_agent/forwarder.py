@@ -1,0 +1,337 @@
+"""The forwarder: edges open a stream over the tunnel, name a target, and the agent dials it.
+
+Each accepted stream starts with a forwarder header (``heron_tunnel.header``). The agent checks
+the target against what management allows this peer, dials it (TCP, or a connected UDP socket
+whose datagrams ride the stream framed), answers ``OK`` or a typed error, and then relays bytes
+both ways until either side is done or the stream sits idle. One log line per stream says who
+asked for what, how it ended and how many bytes moved.
+
+The listening socket is a plain non-blocking socket, not an asyncio transport: the header is read
+with exact-length reads so that no payload byte is taken from the socket before ``relay`` (which
+splices socket to socket) owns it.
+"""
+
+import asyncio
+import contextlib
+import errno
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from heron_agent.allowed import AllowedTargets
+from heron_core.tasks import spawn
+from heron_tunnel.datagrams import DatagramDecoder, encode_datagram
+from heron_tunnel.header import (
+    ForwardRequest,
+    ForwardResponse,
+    ForwardStatus,
+    HeaderError,
+    Protocol,
+    encode_response,
+    read_request_from_socket,
+)
+from heron_tunnel.relay import relay
+
+log = structlog.get_logger(__name__)
+
+#: the forwarder's TCP port on the overlay address, unless configured otherwise
+DEFAULT_PORT = 51821
+_UNREACHABLE_ERRNOS = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL})
+_MAX_DATAGRAM = 0xFFFF
+#: after a refusal: how long, and how many bytes, to read and drop before closing
+_LINGER_S = 1.0
+_LINGER_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class ForwarderLimits:
+    #: the whole header must arrive within this long after the edge connects
+    header_timeout_s: float = 5.0
+    #: resolving and connecting to the target, together
+    connect_timeout_s: float = 10.0
+    #: a TCP stream with no byte either way for this long is closed
+    idle_timeout_s: float = 3600.0
+    #: a UDP session's safety net; the edge closes sessions after the service's own idle timeout
+    udp_idle_timeout_s: float = 600.0
+    #: streams at once; more are answered INTERNAL and closed
+    max_streams: int = 4096
+
+
+class _DialError(Exception):
+    def __init__(self, status: ForwardStatus, message: str) -> None:
+        super().__init__(message)
+        self.response = ForwardResponse(status, message)
+
+
+class Forwarder:
+    """Serves edges' streams on one address until ``close``."""
+
+    def __init__(self, allowed: AllowedTargets, limits: ForwarderLimits | None = None) -> None:
+        self._allowed = allowed
+        self._limits = limits or ForwarderLimits()
+        self._listener: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
+        self._streams: set[asyncio.Task[None]] = set()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        if self._listener is None:
+            raise RuntimeError("the forwarder is not listening")
+        host, port = self._listener.getsockname()[:2]
+        return host, port
+
+    @property
+    def active_streams(self) -> int:
+        return len(self._streams)
+
+    async def start(self, host: str, port: int = DEFAULT_PORT) -> None:
+        """Listen on ``host:port`` (the overlay address) and accept in the background."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, port))
+            listener.listen(1024)
+            listener.settimeout(0.0)  # non-blocking
+        except OSError as exc:
+            listener.close()
+            raise OSError(
+                exc.errno, f"the forwarder cannot listen on {host}:{port}: {exc}"
+            ) from exc
+        self._listener = listener
+        self._accepting = spawn(self._accept_loop(listener), name="forwarder accept")
+        log.info("forwarder listening", address=f"{host}:{listener.getsockname()[1]}")
+
+    async def close(self, grace_s: float = 5.0) -> None:
+        """Stop accepting, give running streams ``grace_s`` to finish, then cut them."""
+        if self._accepting is not None:
+            self._accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
+            self._accepting = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        if self._streams:
+            _, pending = await asyncio.wait(set(self._streams), timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, peer = await loop.sock_accept(listener)
+            except OSError as exc:  # EMFILE and friends: back off instead of spinning
+                log.warning("forwarder accept failed", error=str(exc))
+                await asyncio.sleep(0.1)
+                continue
+            conn.settimeout(0.0)  # non-blocking
+            if len(self._streams) >= self._limits.max_streams:
+                spawn(self._refuse_busy(conn), name="forwarder busy")
+                continue
+            task = spawn(self._serve(conn, f"{peer[0]}:{peer[1]}"), name=f"forward {peer}")
+            self._streams.add(task)
+            task.add_done_callback(self._streams.discard)
+
+    async def _refuse_busy(self, conn: socket.socket) -> None:
+        with conn:
+            await _answer(conn, ForwardResponse(ForwardStatus.INTERNAL, "the agent is too busy"))
+
+    async def _serve(self, conn: socket.socket, edge: str) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        limits = self._limits
+        with conn:
+            try:
+                request = await read_request_from_socket(loop, conn, limits.header_timeout_s)
+            except HeaderError as exc:
+                await _answer(conn, exc.response)
+                log.warning(
+                    "forward refused", edge=edge, status=exc.status.name, reason=exc.message
+                )
+                return
+            except OSError as exc:
+                log.warning("forward stream lost", edge=edge, error=str(exc))
+                return
+            bound = log.bind(
+                edge=edge,
+                service=request.service_id or None,
+                client=f"{request.client_ip}:{request.client_port}",
+                target=f"{request.target_host}:{request.target_port}",
+                protocol=request.protocol.name.lower(),
+            )
+            if not self._allowed.permits(
+                request.target_host, request.target_port, request.protocol
+            ):
+                message = (
+                    f"{request.protocol.name.lower()} {request.target_host}:"
+                    f"{request.target_port} is not a target of this peer"
+                )
+                await _answer(conn, ForwardResponse(ForwardStatus.TARGET_NOT_ALLOWED, message))
+                bound.warning("forward refused", status="TARGET_NOT_ALLOWED")
+                return
+            try:
+                target = await _dial(request, limits.connect_timeout_s)
+            except _DialError as exc:
+                await _answer(conn, exc.response)
+                bound.warning("forward failed", status=exc.response.status.name, reason=str(exc))
+                return
+            with target:
+                if not await _answer(conn, ForwardResponse(ForwardStatus.OK)):
+                    return
+                if request.protocol is Protocol.TCP:
+                    stats = await relay(conn, target, idle_timeout=limits.idle_timeout_s)
+                    sent, received = stats.a_to_b_bytes, stats.b_to_a_bytes
+                    ended = _ending(stats.idle_timed_out, stats.error, stats.first_closed)
+                else:
+                    sent, received, ended = await _relay_datagrams(
+                        conn, target, limits.udp_idle_timeout_s
+                    )
+            bound.info(
+                "forwarded",
+                bytes_to_target=sent,
+                bytes_from_target=received,
+                duration_ms=round((time.monotonic() - started) * 1000, 1),
+                ended=ended,
+            )
+
+
+def _ending(idle: bool, error: str | None, first_closed: object) -> str:
+    if idle:
+        return "idle timeout"
+    if error:
+        return error
+    return f"closed by {'edge' if str(first_closed) == 'a' else 'target'}"
+
+
+async def _answer(conn: socket.socket, response: ForwardResponse) -> bool:
+    """Send ``response``; False when the edge is already gone.
+
+    A refusal is followed by a lingering close: closing a socket with unread bytes in it makes
+    the kernel send a reset, which can destroy the answer before the edge reads it. So the agent
+    stops writing, then reads and drops what the edge still sends, for a moment, before closing.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.sock_sendall(conn, encode_response(response))
+        if response.ok:
+            return True
+        conn.shutdown(socket.SHUT_WR)
+        async with asyncio.timeout(_LINGER_S):
+            drained = 0
+            while drained < _LINGER_BYTES and (chunk := await loop.sock_recv(conn, 65536)):
+                drained += len(chunk)
+    except (OSError, TimeoutError):
+        return False
+    return response.ok
+
+
+async def _dial(request: ForwardRequest, timeout_s: float) -> socket.socket:
+    """A connected non-blocking socket to the target, or ``_DialError`` saying why not."""
+    loop = asyncio.get_running_loop()
+    kind = socket.SOCK_STREAM if request.protocol is Protocol.TCP else socket.SOCK_DGRAM
+    where = f"{request.target_host}:{request.target_port}"
+    deadline = loop.time() + timeout_s
+    try:
+        async with asyncio.timeout_at(deadline):
+            infos = await loop.getaddrinfo(request.target_host, request.target_port, type=kind)
+    except TimeoutError:
+        raise _DialError(ForwardStatus.CONNECT_TIMEOUT, f"resolving {where} timed out") from None
+    except socket.gaierror as exc:
+        raise _DialError(ForwardStatus.UNREACHABLE, f"cannot resolve {where}: {exc}") from None
+    failure = _DialError(ForwardStatus.UNREACHABLE, f"{where} has no address")
+    for family, type_, proto, _, address in infos:
+        sock = socket.socket(family, type_, proto)
+        sock.settimeout(0.0)  # non-blocking
+        try:
+            async with asyncio.timeout_at(deadline):
+                await loop.sock_connect(sock, address)
+        except TimeoutError:
+            sock.close()
+            failure = _DialError(
+                ForwardStatus.CONNECT_TIMEOUT,
+                f"connecting to {where} timed out after {timeout_s:g} s",
+            )
+            break
+        except ConnectionRefusedError:
+            sock.close()
+            failure = _DialError(
+                ForwardStatus.CONNECTION_REFUSED, f"{where} refused the connection"
+            )
+        except OSError as exc:
+            sock.close()
+            status = (
+                ForwardStatus.UNREACHABLE
+                if exc.errno in _UNREACHABLE_ERRNOS
+                else ForwardStatus.INTERNAL
+            )
+            failure = _DialError(status, f"cannot connect to {where}: {exc.strerror or exc}")
+        else:
+            if kind == socket.SOCK_STREAM:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+    raise failure
+
+
+async def _relay_datagrams(
+    stream: socket.socket, udp: socket.socket, idle_timeout_s: float
+) -> tuple[int, int, str]:
+    """Datagrams between the edge's stream (length-framed) and the target's UDP socket."""
+    loop = asyncio.get_running_loop()
+    counts = [0, 0]
+    last_activity = [time.monotonic()]
+
+    async def to_target() -> str:
+        decoder = DatagramDecoder()
+        while True:
+            data = await loop.sock_recv(stream, 256 * 1024)
+            if not data:
+                return "closed by edge"
+            last_activity[0] = time.monotonic()
+            for datagram in decoder.feed(data):
+                counts[0] += len(datagram)
+                with contextlib.suppress(ConnectionRefusedError):  # ICMP: nobody there (yet)
+                    udp.send(datagram)
+
+    async def from_target() -> str:
+        while True:
+            try:
+                datagram = await loop.sock_recv(udp, _MAX_DATAGRAM)
+            except ConnectionRefusedError:
+                continue  # a port-unreachable for an earlier datagram
+            last_activity[0] = time.monotonic()
+            counts[1] += len(datagram)
+            await loop.sock_sendall(stream, encode_datagram(datagram))
+
+    async def idle() -> str:
+        while True:
+            remaining = last_activity[0] + idle_timeout_s - time.monotonic()
+            if remaining <= 0:
+                return "idle timeout"
+            await asyncio.sleep(remaining)
+
+    ended = await _first_of(to_target, from_target, idle)
+    return counts[0], counts[1], ended
+
+
+async def _first_of(*jobs: Callable[[], Coroutine[Any, Any, str]]) -> str:
+    """Run ``jobs`` together; the first to finish says how it ended, the others are cancelled."""
+    tasks = [spawn(job(), name="udp session") for job in jobs]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    first = next(iter(done))
+    try:
+        return first.result()
+    except OSError as exc:
+        return f"error: {exc.strerror or exc}"

@@ -1,0 +1,207 @@
+"""The edge's side of ``ProxyService.Sync``; the only module of the edge that sees protobuf.
+
+Connect with the proxy token, say ``Hello`` (who we are, our WireGuard key and endpoint, what
+we support), then apply what management sends: ``EdgeSetup`` (our overlay address: the tunnel
+comes up), ``TunnelPeers`` (the agents our interface accepts) and ``ConfigBatch``es (services,
+each acked once applied). On any error: reconnect with backoff and start again from a snapshot.
+"""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import grpc
+import structlog
+from grpc import aio
+
+from heron_core.backoff import Backoff
+from heron_core.errors import HeronError
+from heron_core.types import ServiceMode
+from heron_edge import __version__
+from heron_edge.connector import DEFAULT_FORWARDER_PORT, StreamTarget
+from heron_edge.routes import Route, RouteTable, RouteTarget
+from heron_edge.tunnel import AgentPeer, EdgeTunnel
+from heron_proto.heron.v1 import proxy_pb2
+from heron_proto.heron.v1.proxy_pb2_grpc import ProxyServiceStub
+from heron_tunnel.header import Protocol
+
+log = structlog.get_logger(__name__)
+
+STABLE_STREAM_S = 60.0
+_CHANNEL_OPTIONS = (
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+)
+_MODES = {
+    proxy_pb2.SERVICE_MODE_HTTP: ServiceMode.HTTP,
+    proxy_pb2.SERVICE_MODE_TCP: ServiceMode.TCP,
+    proxy_pb2.SERVICE_MODE_UDP: ServiceMode.UDP,
+    proxy_pb2.SERVICE_MODE_TLS: ServiceMode.TLS,
+}
+
+
+class EdgeRefusedError(HeronError):
+    """Management refused this edge (bad token, bad hello): retrying will not help."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    instance_id: str
+    proxy_domain: str
+    public_key: str
+    endpoint: str
+    supports_custom_ports: bool = True
+    require_subdomain: bool = False
+
+
+def _channel(url: str) -> aio.Channel:
+    parsed = urlsplit(url if "://" in url else f"http://{url}")
+    if not parsed.hostname:
+        raise ValueError(f"management URL {url!r} names no host")
+    target = f"{parsed.hostname}:{parsed.port or 50051}"
+    if parsed.scheme in {"https", "grpcs"}:
+        return aio.secure_channel(target, grpc.ssl_channel_credentials(), options=_CHANNEL_OPTIONS)
+    return aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+
+
+class ManagementLink:
+    """Keeps the config stream up and applies it to the tunnel and the route table."""
+
+    def __init__(
+        self, url: str, token: str, identity: Identity, tunnel: EdgeTunnel, routes: RouteTable
+    ) -> None:
+        self.url = url
+        self._token = token
+        self._identity = identity
+        self._tunnel = tunnel
+        self._routes = routes
+        self._forwarder_ports: dict[str, int] = {}
+        self.connected = False
+
+    async def run(self) -> None:
+        """Forever: connect, apply, reconnect. Raises ``EdgeRefusedError`` when refused."""
+        backoff = Backoff(initial_s=0.5, max_s=10.0, reset_after_s=STABLE_STREAM_S)
+        async with _channel(self.url) as channel:
+            stub = ProxyServiceStub(channel)
+            while True:
+                started = time.monotonic()
+                try:
+                    await self._session(stub)
+                    problem = "management ended the stream"
+                except aio.AioRpcError as exc:
+                    if exc.code() in {
+                        grpc.StatusCode.UNAUTHENTICATED,
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                    }:
+                        raise EdgeRefusedError(
+                            f"management at {self.url} refused this edge: {exc.details()}"
+                        ) from None
+                    problem = f"{exc.code().name}: {exc.details()}"
+                finally:
+                    self.connected = False
+                delay = backoff.delay_after(time.monotonic() - started)
+                log.warning("config stream lost, reconnecting", error=problem, retry_in_s=delay)
+                await asyncio.sleep(delay)
+
+    async def _session(self, stub: ProxyServiceStub) -> None:
+        outgoing: asyncio.Queue[proxy_pb2.EdgeMessage | None] = asyncio.Queue()
+        outgoing.put_nowait(proxy_pb2.EdgeMessage(hello=self._hello()))
+
+        async def requests() -> AsyncIterator[proxy_pb2.EdgeMessage]:
+            while (message := await outgoing.get()) is not None:
+                yield message
+
+        call = stub.Sync(requests(), metadata=(("authorization", f"Bearer {self._token}"),))
+        try:
+            async for message in call:
+                await self._apply(message, outgoing)
+        finally:
+            outgoing.put_nowait(None)
+            call.cancel()
+
+    def _hello(self) -> proxy_pb2.Hello:
+        identity = self._identity
+        return proxy_pb2.Hello(
+            instance_id=identity.instance_id,
+            proxy_domain=identity.proxy_domain,
+            version=__version__,
+            wireguard_public_key=identity.public_key,
+            wireguard_endpoint=identity.endpoint,
+            capabilities=proxy_pb2.EdgeCapabilities(
+                supports_custom_ports=identity.supports_custom_ports,
+                require_subdomain=identity.require_subdomain,
+            ),
+        )
+
+    async def _apply(
+        self,
+        message: proxy_pb2.ManagementMessage,
+        outgoing: "asyncio.Queue[proxy_pb2.EdgeMessage | None]",
+    ) -> None:
+        kind = message.WhichOneof("message")
+        if kind == "edge_setup":
+            setup = message.edge_setup
+            await self._tunnel.ensure_up(setup.overlay_address, setup.overlay_network)
+            self.connected = True
+            log.info("registered with management", overlay_address=setup.overlay_address)
+        elif kind == "tunnel_peers":
+            peers = [
+                AgentPeer(p.peer_id, p.wireguard_public_key, p.overlay_address, p.forwarder_port)
+                for p in message.tunnel_peers.peers
+            ]
+            self._forwarder_ports = {
+                p.overlay_address: p.forwarder_port or DEFAULT_FORWARDER_PORT for p in peers
+            }
+            await self._tunnel.set_peers(peers)
+            log.info("tunnel peers applied", peers=len(peers))
+        elif kind == "config_batch":
+            batch = message.config_batch
+            self._apply_batch(batch)
+            outgoing.put_nowait(proxy_pb2.EdgeMessage(ack=proxy_pb2.Ack(sequence=batch.sequence)))
+        else:
+            log.warning("unknown message from management ignored", kind=kind)
+
+    def _apply_batch(self, batch: proxy_pb2.ConfigBatch) -> None:
+        if batch.sequence == 1:
+            self._routes.begin_snapshot()
+        for mapping in batch.mappings:
+            removed = mapping.change_type == proxy_pb2.CHANGE_TYPE_REMOVED or not mapping.enabled
+            if removed:
+                self._routes.remove(mapping.id)
+            elif mapping.change_type != proxy_pb2.CHANGE_TYPE_UNSPECIFIED:
+                self._routes.upsert(self._route(mapping))
+        if batch.snapshot_complete:
+            gone = self._routes.finish_snapshot()
+            log.info("snapshot applied", services=len(self._routes.routes), dropped=len(gone))
+
+    def _route(self, mapping: proxy_pb2.ServiceMapping) -> Route:
+        mode = _MODES.get(mapping.mode, ServiceMode.HTTP)
+        protocol = Protocol.UDP if mode is ServiceMode.UDP else Protocol.TCP
+        targets = tuple(
+            RouteTarget(
+                id=t.id,
+                stream=StreamTarget(
+                    peer_overlay_address=t.peer_overlay_address,
+                    host=t.host,
+                    port=t.port,
+                    protocol=protocol,
+                    forwarder_port=self._forwarder_ports.get(
+                        t.peer_overlay_address, DEFAULT_FORWARDER_PORT
+                    ),
+                    service_id=mapping.id,
+                ),
+                path=t.path,
+                enabled=t.enabled,
+            )
+            for t in mapping.targets
+        )
+        return Route(
+            mapping.id, mapping.account_id, mapping.domain, mode, mapping.listen_port, targets
+        )

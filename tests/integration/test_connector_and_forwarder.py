@@ -1,0 +1,94 @@
+"""The edge's ``open_stream`` against the agent's forwarder, on 127.0.0.1.
+
+Both sides of the forwarder protocol as the services really run them, minus WireGuard (the
+end-to-end tunnel test puts the overlay between them): the answer statuses reach the edge as
+``TunnelError``s, and an accepted stream carries bytes both ways through ``relay``.
+"""
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from heron_agent.allowed import AllowedTarget, AllowedTargets
+from heron_agent.forwarder import Forwarder
+from heron_edge.connector import StreamTarget, TunnelError, open_stream
+from heron_tunnel.header import ForwardStatus, Protocol
+
+CLIENT = ("198.51.100.7", 51234)
+
+
+@pytest_asyncio.fixture
+async def backend() -> AsyncIterator[int]:
+    async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        name = await reader.readline()
+        writer.write(b"hello " + name)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(greet, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+
+
+@pytest_asyncio.fixture
+async def forwarder(backend: int) -> AsyncIterator[Forwarder]:
+    fwd = Forwarder(AllowedTargets([AllowedTarget.of("127.0.0.1", backend, Protocol.TCP)]))
+    await fwd.start("127.0.0.1", 0)
+    yield fwd
+    await fwd.close(grace_s=1.0)
+
+
+def target(fwd: Forwarder, port: int, host: str = "") -> StreamTarget:
+    address, forwarder_port = fwd.address
+    return StreamTarget(address, host, port, forwarder_port=forwarder_port, service_id="svc_1")
+
+
+async def test_an_allowed_target_gets_a_connected_stream(
+    forwarder: Forwarder, backend: int
+) -> None:
+    sock = await open_stream(target(forwarder, backend), CLIENT)
+    loop = asyncio.get_running_loop()
+    with sock:
+        await loop.sock_sendall(sock, b"edge\n")
+        reply = await asyncio.wait_for(loop.sock_recv(sock, 100), 10)
+    assert reply == b"hello edge\n"
+
+
+async def test_a_target_off_the_list_is_refused_with_its_status(
+    forwarder: Forwarder, backend: int
+) -> None:
+    with pytest.raises(TunnelError) as refused:
+        await open_stream(target(forwarder, backend + 1 if backend < 65535 else 1), CLIENT)
+    assert refused.value.status is ForwardStatus.TARGET_NOT_ALLOWED
+    with pytest.raises(TunnelError) as other_host:
+        await open_stream(target(forwarder, backend, host="10.0.0.9"), CLIENT)
+    assert other_host.value.status is ForwardStatus.TARGET_NOT_ALLOWED
+
+
+async def test_no_agent_listening_is_unreachable() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(TunnelError) as failed:
+        await open_stream(StreamTarget("127.0.0.1", "", 80, forwarder_port=port), CLIENT)
+    assert failed.value.status is ForwardStatus.UNREACHABLE
+    assert "cannot reach the agent" in failed.value.message
+
+
+async def test_an_agent_that_never_answers_times_out() -> None:
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    with contextlib.closing(silent), pytest.raises(TunnelError) as failed:
+        await open_stream(
+            StreamTarget("127.0.0.1", "", 80, forwarder_port=silent.getsockname()[1]),
+            CLIENT,
+            answer_timeout_s=0.5,
+        )
+    assert failed.value.status is ForwardStatus.BAD_HEADER
+    assert "within 0.5 s" in failed.value.message
