@@ -13,18 +13,16 @@ refuses a name whose socket answers. The private key travels on stdin, never on 
 
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
 import ipaddress
 import json
 import os
 import re
 import shlex
-import signal
 import socket
 import subprocess
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from ipaddress import IPv4Interface, IPv4Network, IPv6Network
@@ -35,6 +33,7 @@ from typing import Self
 import structlog
 
 from heron_core.errors import HeronError
+from heron_core.process import dying_with_parent
 from heron_core.tasks import spawn
 from heron_tunnel._commands import describe_failure, run_command
 from heron_tunnel.keys import parse_key, public_key_of
@@ -68,7 +67,6 @@ _INTERFACE_NAME = re.compile(r"[a-zA-Z0-9_=+.-]{1,15}")
 _ENDPOINT = re.compile(
     r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})"
 )
-_PR_SET_PDEATHSIG = 1
 #: wireguard-go's boxed notice that the kernel could do its job; kept out of error messages
 _BANNER = ("┌", "│", "└")
 
@@ -335,13 +333,13 @@ class WireGuardInterface:
     async def _start_wireguard_go(self) -> None:
         try:
             self._process = await asyncio.create_subprocess_exec(
-                *self._argv(self._wireguard_go, "-f", self._name),
+                # dies with us: a crashed owner must not leave the interface name taken
+                *self._argv(*dying_with_parent([self._wireguard_go, "-f", self._name])),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **USERSPACE_ENV},
                 start_new_session=True,  # a Ctrl-C meant for us must not kill it before ``down``
-                preexec_fn=_parent_death_signal(),
             )
         except OSError as exc:
             raise WireGuardError(f"wireguard-go for {self._name!r}: {exc}") from exc
@@ -684,17 +682,3 @@ async def _socket_answers(path: Path) -> bool:
 
 def _describe_netns(netns: str | None) -> str:
     return "this network namespace" if netns is None else f"network namespace {netns!r}"
-
-
-def _parent_death_signal() -> Callable[[], None]:
-    """A ``preexec_fn`` that has the kernel SIGTERM the child when we die, however we die.
-
-    Without it a crashed agent leaves wireguard-go holding the interface's name, and the
-    restarted agent's ``up`` is refused. ``ip netns exec`` execs in place, so it carries over.
-    """
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
-
-    def set_signal() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-    return set_signal

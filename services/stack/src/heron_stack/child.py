@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import structlog
 
 from heron_core.backoff import Backoff
+from heron_core.process import dying_with_parent
 from heron_core.tasks import spawn
 from heron_stack.errors import ExitedEarlyError, NotReadyError, PortInUseError, SpawnError
 from heron_stack.output import LineRelay, PrefixedOutput
-from heron_stack.parent_death import die_with_parent
 from heron_stack.readiness import ReadyCheck, accepts_connections
 from heron_stack.specs import ServiceSpec
 
@@ -142,13 +142,12 @@ class Child:
         try:
             transport, protocol = await loop.subprocess_exec(
                 lambda: _ChildProtocol(self.spec.name, self._stdout, self._stderr),
-                *self.spec.argv,
+                *dying_with_parent(self.spec.argv),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env={**os.environ, **self.spec.env},
                 process_group=0,
-                preexec_fn=die_with_parent(),
             )
         except (OSError, subprocess.SubprocessError) as exc:
             raise SpawnError(
