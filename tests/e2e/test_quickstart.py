@@ -27,11 +27,12 @@ SCRIPTS_RUN = Path(__file__).resolve().parents[2] / "scripts" / "run"
 
 def test_scripts_run_serves_the_api_keeps_data_and_stops_cleanly(tmp_path: Path) -> None:
     token = secrets.token_urlsafe(32)
-    api_port, nats_port = free_port(), free_port()
+    api_port, nats_port, grpc_port = free_port(), free_port(), free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("HERON_")},
         "HERON_DATA_DIR": str(tmp_path / "data"),
         "HERON_MANAGEMENT_PORT": str(api_port),
+        "HERON_MANAGEMENT_GRPC_PORT": str(grpc_port),
         "HERON_NATS_PORT": str(nats_port),
         "HERON_ADMIN_TOKEN": token,
         "HERON_LOG_FORMAT": "json",

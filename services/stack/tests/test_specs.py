@@ -34,6 +34,7 @@ def test_nats_starts_first_and_management_is_python_m(settings: StackSettings) -
     assert [c.description for c in management.ready_checks] == [
         HttpOk("http://127.0.0.1:18080/healthz").description,
         HttpOk("http://127.0.0.1:18080/readyz").description,
+        TcpAccepting("127.0.0.1", settings.management_grpc_port).description,
     ]
 
 

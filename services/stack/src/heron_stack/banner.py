@@ -13,6 +13,10 @@ def banner_rows(settings: StackSettings) -> list[tuple[str, str]]:
         ("REST API", api),
         ("OpenAPI", f"{api}/openapi.json"),
         ("API docs", f"{api}/docs"),
+        (
+            "gRPC",
+            f"{settings.management_grpc_url} (heron up --management …, HERON_PROXY_MANAGEMENT_URL)",
+        ),
         ("NATS", f"{settings.nats_url} (JetStream store {data / 'nats'})"),
         ("data dir", str(data)),
         ("database", _database(settings)),

@@ -26,6 +26,13 @@ class StackSettings(HeronSettings):
     management_port: int = Field(
         default=8080, ge=1, le=65535, description="management REST API port"
     )
+    management_grpc_host: str = Field(
+        default="127.0.0.1",
+        description="management gRPC address (agents and edges); 0.0.0.0 to let other hosts in",
+    )
+    management_grpc_port: int = Field(
+        default=50051, ge=1, le=65535, description="management gRPC port"
+    )
     database_url: str | None = Field(
         default=None,
         description="passed through to management; default SQLite under the data directory",
@@ -58,6 +65,12 @@ class StackSettings(HeronSettings):
     @property
     def nats_url(self) -> str:
         return f"nats://127.0.0.1:{self.nats_port}"
+
+    @property
+    def management_grpc_url(self) -> str:
+        host = self.management_grpc_host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.management_grpc_port}"
 
     @property
     def management_url(self) -> str:

@@ -57,10 +57,26 @@ def management_spec(settings: StackSettings, *, stderr_is_tty: bool) -> ServiceS
             **shared_env(settings, stderr_is_tty=stderr_is_tty),
             "HERON_MANAGEMENT_HOST": settings.management_host,
             "HERON_MANAGEMENT_PORT": str(settings.management_port),
+            "HERON_MANAGEMENT_GRPC_HOST": settings.management_grpc_host,
+            "HERON_MANAGEMENT_GRPC_PORT": str(settings.management_grpc_port),
         },
-        ready_checks=(HttpOk(f"{url}/healthz"), HttpOk(f"{url}/readyz")),
-        listens=((settings.management_host, settings.management_port),),
+        ready_checks=(
+            HttpOk(f"{url}/healthz"),
+            HttpOk(f"{url}/readyz"),
+            TcpAccepting(
+                _connectable(settings.management_grpc_host), settings.management_grpc_port
+            ),
+        ),
+        listens=(
+            (settings.management_host, settings.management_port),
+            (_connectable(settings.management_grpc_host), settings.management_grpc_port),
+        ),
     )
+
+
+def _connectable(host: str) -> str:
+    """Where to knock for a server bound to ``host`` (a wildcard is reached on loopback)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104  (compared, not bound)
 
 
 def shared_env(settings: StackSettings, *, stderr_is_tty: bool) -> dict[str, str]:
