@@ -19,3 +19,30 @@ def test_newer_fields_from_a_newer_writer_are_ignored() -> None:
         ' "domain": "d.example.com", "mode": "tcp", "enabled": false, "added_later": 1}'
     )
     assert ServiceChanged.model_validate_json(raw).change is ChangeKind.DELETED
+
+
+def test_tunnel_events_round_trip() -> None:
+    from heron_core.events import EdgeChanged, NetworkChanged, PeerChanged, ProxyTokenRevoked
+    from heron_core.types import EdgeId, NetworkId, PeerId, ProxyTokenId
+
+    account = AccountId("acc_1")
+    events = [
+        PeerChanged(account_id=account, peer_id=PeerId("peer_1"), change=ChangeKind.CREATED),
+        NetworkChanged(
+            account_id=account, network_id=NetworkId("net_1"), change=ChangeKind.UPDATED
+        ),
+        EdgeChanged(
+            account_id=account,
+            edge_id=EdgeId("edg_1"),
+            instance_id="edge-1",
+            proxy_domain="proxy.example.com",
+            change=ChangeKind.UPDATED,
+            connected=True,
+        ),
+        ProxyTokenRevoked(account_id=account, proxy_token_id=ProxyTokenId("ptk_1")),
+    ]
+    for event in events:
+        assert type(event).model_validate_json(event.model_dump_json()) == event
+    assert [(type(e).noun, type(e).verb) for e in events] == [
+        ("peer", "changed"), ("network", "changed"), ("edge", "changed"), ("proxy_token", "revoked"),
+    ]  # fmt: skip

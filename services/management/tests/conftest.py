@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 from heron_bus.embedded import EmbeddedNats
 
 BACKENDS = ["sqlite", "postgres"]
+SNAPSHOT_BATCH_SIZE = 2
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -56,12 +57,19 @@ def database_url(
 def api(
     database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningApi]:
-    settings = management_settings(database_url, nats_url, tmp_path_factory.mktemp("data"))
+    settings = management_settings(
+        database_url,
+        nats_url,
+        tmp_path_factory.mktemp("data"),
+        # small batches, so that every edge snapshot of a few services spans several
+        management_snapshot_batch_size=SNAPSHOT_BATCH_SIZE,
+    )
     with ServerThread(settings):
         yield RunningApi(
             base_url=f"http://127.0.0.1:{settings.management_port}",
             database_url=database_url,
             nats_url=nats_url,
+            grpc_target=f"127.0.0.1:{settings.management_grpc_port}",
         )
 
 
@@ -86,6 +94,13 @@ def account(account_factory: AccountFactory) -> AccountSeed:
 @pytest.fixture
 def owner(api: RunningApi, account: AccountSeed) -> Iterator[httpx.Client]:
     with api.client(account.tokens["owner"]) as client:
+        yield client
+
+
+@pytest_asyncio.fixture
+async def owner_async(api: RunningApi, account: AccountSeed) -> AsyncIterator[httpx.AsyncClient]:
+    """The owner's client for async tests (which gRPC tests are)."""
+    async with api.async_client(account.tokens["owner"]) as client:
         yield client
 
 

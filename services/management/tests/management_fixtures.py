@@ -6,6 +6,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -96,19 +97,34 @@ async def seed_account(database_url: str) -> AccountSeed:
         await engine.dispose()
 
 
+async def call(
+    client: httpx.AsyncClient, method: str, path: str, expect: int = 200, body: Any = None
+) -> Any:
+    """One request that must answer ``expect``; its JSON body (None when empty)."""
+    response = await client.request(method, path, json=body)
+    assert response.status_code == expect, (method, path, response.text)
+    return response.json() if response.content else None
+
+
 @dataclass
 class RunningApi:
     base_url: str
     database_url: str
     nats_url: str
+    grpc_target: str = ""  # host:port of the gRPC server (agents' and edges' streams)
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Token {token}"} if token else {}
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
 
+    def async_client(self, token: str | None = None) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Token {token}"} if token else {}
+        return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=30)
+
 
 class ServerThread:
     def __init__(self, settings: ManagementSettings) -> None:
+        self.settings = settings
         config = uvicorn.Config(
             create_app(settings),
             host="127.0.0.1",
@@ -136,6 +152,7 @@ class ServerThread:
 def management_settings(
     database_url: str, nats_url: str, data_dir: Path, **extra: object
 ) -> ManagementSettings:
+    extra.setdefault("management_grpc_port", free_port())
     return ManagementSettings(
         mode=RunMode.DEVELOPMENT,
         data_dir=data_dir,

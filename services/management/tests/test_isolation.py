@@ -20,7 +20,15 @@ def _seed_objects(client: httpx.Client, seed: AccountSeed, domain: str) -> dict[
         },
     ).json()
     token = client.post("/api/tokens", json={"name": "victim"}).json()
+    setup_key = client.post("/api/setup-keys", json={"name": "victim"}).json()
+    proxy_token = client.post("/api/proxy-tokens", json={"name": "victim"}).json()
+    router = client.post(
+        f"/api/networks/{seed.network_id}/routers", json={"peer_id": seed.peer_id}
+    ).json()
     return {
+        "setup_key_id": setup_key["id"],
+        "proxy_token_id": proxy_token["id"],
+        "router_id": router["id"],
         "service_id": service["id"],
         "target_id": service["targets"][0]["id"],
         "user_id": seed.user_ids["auditor"],
@@ -31,11 +39,16 @@ def _seed_objects(client: httpx.Client, seed: AccountSeed, domain: str) -> dict[
     }
 
 
+#: collection routes where B's POST creates an object in B's own account
+OWN_ACCOUNT_CREATES = {"/api/users", "/api/setup-keys", "/api/proxy-tokens", "/api/networks"}
+
+
 def _body_for(
     method: str, template: str, attacker: AccountSeed, victim: AccountSeed
 ) -> dict[str, Any] | None:
     """A body that passes validation, so the answer shows ownership, not a malformed request."""
     target = {"target_type": "peer", "target_id": attacker.peer_id}
+    resource = {"name": "r", "type": "host", "address": "10.9.9.9"}
     bodies: dict[tuple[str, str], dict[str, Any]] = {
         # Creating in one's own account may not reference the other account's peer.
         ("post", "/api/services"): {
@@ -53,6 +66,16 @@ def _body_for(
         ("post", "/api/users"): {"email": "new@example.test", "name": "n", "role": "auditor"},
         ("put", "/api/users/{user_id}"): {"name": "renamed"},
         ("post", "/api/tokens"): {"name": "stolen", "user_id": victim.user_ids["auditor"]},
+        ("put", "/api/peers/{peer_id}"): {"name": "renamed"},
+        ("post", "/api/setup-keys"): {"name": "mine"},
+        ("put", "/api/setup-keys/{setup_key_id}"): {"revoked": True},
+        ("post", "/api/proxy-tokens"): {"name": "mine"},
+        ("post", "/api/networks"): {"name": "mine"},
+        ("put", "/api/networks/{network_id}"): {"name": "renamed"},
+        ("post", "/api/networks/{network_id}/resources"): resource,
+        ("put", "/api/networks/{network_id}/resources/{resource_id}"): resource,
+        ("post", "/api/networks/{network_id}/routers"): {"peer_id": attacker.peer_id},
+        ("put", "/api/networks/{network_id}/routers/{router_id}"): {"peer_id": attacker.peer_id},
     }
     return bodies.get((method, template))
 
@@ -74,6 +97,10 @@ def test_no_route_crosses_accounts(
                 "/api/tokens",
                 "/api/peers",
                 "/api/networks",
+                "/api/setup-keys",
+                "/api/proxy-tokens",
+                f"/api/networks/{victim.network_id}/resources",
+                f"/api/networks/{victim.network_id}/routers",
             )
         }
         schema = owner_b.get("/api/openapi.json").json()
@@ -99,15 +126,39 @@ def test_no_route_crosses_accounts(
                     assert "no peer" in response.text
                 elif template == "/api/tokens":
                     assert response.status_code == 404, response.text
-                elif template == "/api/users":
-                    assert response.status_code == 201, response.text  # a user in B's own account
+                elif template in OWN_ACCOUNT_CREATES:
+                    assert response.status_code == 201, response.text  # made in B's own account
                 else:
                     raise AssertionError(f"no isolation case for {method.upper()} {template}")
-        assert len(exercised) >= 20
+        assert len(exercised) >= 40
         after = {path: owner_a.get(path).json() for path in before}
-        assert after["/api/services"] == before["/api/services"]
-        assert after["/api/users"] == before["/api/users"]
-        assert [t["id"] for t in after["/api/tokens"]] == [t["id"] for t in before["/api/tokens"]]
+        for path, listed in before.items():
+            if path == "/api/tokens":  # last_used_at moves as A reads
+                assert [t["id"] for t in after[path]] == [t["id"] for t in listed]
+            else:
+                assert after[path] == listed, path
+
+
+def test_new_objects_may_not_reference_another_accounts(
+    api: RunningApi, account_factory: Any, unique_domain: Any
+) -> None:
+    victim, attacker = account_factory(), account_factory()
+    with api.client(attacker.tokens["owner"]) as client:
+        routed = client.post(
+            f"/api/networks/{attacker.network_id}/routers", json={"peer_id": victim.peer_id}
+        )
+        assert routed.status_code == 422, routed.text
+        assert routed.json()["errors"][0]["loc"] == ["peer_id"]
+        service = client.post(
+            "/api/services",
+            json={
+                "name": "x",
+                "domain": unique_domain("x"),
+                "targets": [{"target_type": "host", "target_id": victim.resource_ids["host"]}],
+            },
+        )
+        assert service.status_code == 422, service.text
+        assert "no network resource" in service.text
 
 
 def _ids_in(value: Any) -> set[str]:

@@ -6,7 +6,8 @@ status codes and media types, on SQLite and PostgreSQL alike. Invalid data must 
 fuzzing, stateful links), bounded in examples per operation.
 
 Path parameters come from objects created first, so operations on a service, a target, a user,
-a peer or a network reach the code behind the lookup instead of stopping at 404.
+a peer, a network, its resources and routers, a setup key or a proxy token reach the code behind
+the lookup instead of stopping at 404.
 """
 
 import json
@@ -40,7 +41,18 @@ def _parameters(owner: httpx.Client, account: AccountSeed) -> dict[str, str]:
     )
     assert created.status_code == 201, created.text
     service = created.json()
+    setup_key = owner.post("/api/setup-keys", json={"name": "fuzzed"})
+    proxy_token = owner.post("/api/proxy-tokens", json={"name": "fuzzed"})
+    router = owner.post(
+        f"/api/networks/{account.network_id}/routers", json={"peer_id": account.peer_id}
+    )
+    for response in (setup_key, proxy_token, router):
+        assert response.status_code == 201, response.text
     return {
+        "setup_key_id": setup_key.json()["id"],
+        "proxy_token_id": proxy_token.json()["id"],
+        "router_id": router.json()["id"],
+        "resource_id": account.resource_ids["subnet"],
         "service_id": service["id"],
         "target_id": service["targets"][0]["id"],
         # not the owner's own user or token: deleting those would end the run with 401s

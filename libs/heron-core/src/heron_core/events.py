@@ -11,7 +11,17 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from heron_core.ids import new_id
-from heron_core.types import AccountId, ChangeKind, EventId, ServiceId, ServiceMode
+from heron_core.types import (
+    AccountId,
+    ChangeKind,
+    EdgeId,
+    EventId,
+    NetworkId,
+    PeerId,
+    ProxyTokenId,
+    ServiceId,
+    ServiceMode,
+)
 
 
 def _now() -> datetime:
@@ -54,3 +64,52 @@ class ServiceChanged(Event):
     mode: ServiceMode
     enabled: bool
     proxy_cluster: str | None = None
+
+
+class PeerChanged(Event):
+    """A peer was created (first login), updated (login, rename, sync stream opened or closed,
+    forwarder port) or deleted: edges' tunnel peers and agents' configs may follow."""
+
+    noun: ClassVar[str] = "peer"
+    verb: ClassVar[str] = "changed"
+
+    account_id: AccountId
+    peer_id: PeerId
+    change: ChangeKind
+
+
+class NetworkChanged(Event):
+    """A network, one of its resources or one of its routing peers was created, updated or
+    deleted: what routing peers may dial and where edges send resource targets may follow."""
+
+    noun: ClassVar[str] = "network"
+    verb: ClassVar[str] = "changed"
+
+    account_id: AccountId
+    network_id: NetworkId
+    change: ChangeKind
+
+
+class EdgeChanged(Event):
+    """An edge instance registered (its config stream opened) or its stream closed: agents'
+    lists of edges may follow, and an older stream of the same instance ends."""
+
+    noun: ClassVar[str] = "edge"
+    verb: ClassVar[str] = "changed"
+
+    account_id: AccountId
+    edge_id: EdgeId
+    instance_id: str
+    proxy_domain: str
+    change: ChangeKind
+    connected: bool
+
+
+class ProxyTokenRevoked(Event):
+    """A proxy token was revoked: the edges that use it are disconnected."""
+
+    noun: ClassVar[str] = "proxy_token"
+    verb: ClassVar[str] = "revoked"
+
+    account_id: AccountId
+    proxy_token_id: ProxyTokenId

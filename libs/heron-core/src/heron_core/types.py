@@ -12,6 +12,10 @@ ResourceId = NewType("ResourceId", str)
 ServiceId = NewType("ServiceId", str)
 TargetId = NewType("TargetId", str)
 EventId = NewType("EventId", str)
+SetupKeyId = NewType("SetupKeyId", str)
+RouterId = NewType("RouterId", str)
+ProxyTokenId = NewType("ProxyTokenId", str)
+EdgeId = NewType("EdgeId", str)
 
 
 class Role(StrEnum):
@@ -84,3 +88,19 @@ class ChangeKind(StrEnum):
     CREATED = "created"
     UPDATED = "updated"
     DELETED = "deleted"
+
+
+class SetupKeyType(StrEnum):
+    """How often a setup key may register a new peer."""
+
+    REUSABLE = "reusable"  # up to its usage limit (0: no limit)
+    ONE_OFF = "one-off"  # once
+
+
+class SetupKeyState(StrEnum):
+    """Why a setup key does or does not admit a new peer, most decisive first."""
+
+    VALID = "valid"
+    OVERUSED = "overused"
+    EXPIRED = "expired"
+    REVOKED = "revoked"

@@ -1,24 +1,41 @@
 """``create_app(settings)``: the one place that wires management together."""
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 from typing import Any
 
+import structlog
 from fastapi import FastAPI
 
+from heron_core.events import Event
 from heron_core.tasks import spawn
-from heron_management.api import health, network, services, tokens, users
+from heron_management.api import (
+    health,
+    network,
+    peers,
+    proxy_tokens,
+    services,
+    setup_keys,
+    tokens,
+    users,
+)
 from heron_management.api.deps import AppContext
 from heron_management.api.middleware import AccessLog, BodyLimit
 from heron_management.api.openapi import build_openapi
 from heron_management.api.problems import install_problem_handlers
 from heron_management.bootstrap import bootstrap
+from heron_management.change_feed import ChangeFeed
 from heron_management.db.engine import create_engine, migrate, session_factory
-from heron_management.event_bus import NatsPublisher
-from heron_management.events import OutboxRelay
+from heron_management.event_bus import NatsEventListener, NatsPublisher
+from heron_management.events import OutboxRelay, deliver_after_commit
+from heron_management.grpc.deps import StreamDeps
+from heron_management.grpc.server import GrpcServer
 from heron_management.service_catalog import ServiceCatalog
 from heron_management.settings import ManagementSettings
+
+log = structlog.get_logger(__name__)
 
 
 def create_app(settings: ManagementSettings) -> FastAPI:
@@ -31,12 +48,36 @@ def create_app(settings: ManagementSettings) -> FastAPI:
         await bootstrap(sessions, admin_token)
         publisher = NatsPublisher(settings.nats_url)
         relay = OutboxRelay(sessions, publisher)
+        feed = ChangeFeed()
+
+        def committed(events: Sequence[Event]) -> None:
+            relay.notify()  # publish to NATS now, not at the next poll
+            feed.publish(events)  # this replica's streams learn at once; others through NATS
+
+        deliver_after_commit(sessions, committed)
         app.state.context = AppContext(sessions=sessions, services=ServiceCatalog(relay.notify))
-        relay_task = spawn(relay.run(), name="outbox-relay")
+        grpc_server = GrpcServer(
+            settings.management_grpc_host,
+            settings.management_grpc_port,
+            StreamDeps(
+                sessions=sessions,
+                feed=feed,
+                snapshot_batch_size=settings.management_snapshot_batch_size,
+            ),
+        )
+        tasks = [
+            spawn(relay.run(), name="outbox-relay"),
+            spawn(NatsEventListener(settings.nats_url, feed.publish).run(), name="event-listener"),
+        ]
+        await grpc_server.start()
+        log.info("gRPC listening", address=grpc_server.address)
         try:
             yield
         finally:
-            relay_task.cancel()
+            await grpc_server.stop()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)  # let them close their connections
             await publisher.close()
             await engine.dispose()
 
@@ -48,7 +89,7 @@ def create_app(settings: ManagementSettings) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
-    for module in (health, services, users, tokens, network):
+    for module in (health, services, users, tokens, peers, network, setup_keys, proxy_tokens):
         app.include_router(module.router)
     package_version = version("heron-management")
 

@@ -6,7 +6,13 @@ HeronError
       ├── PermissionDeniedError   the role may not do this       → 403
       ├── NotFoundError           no such object in this account → 404
       ├── ConflictError           a duplicate or a reference     → 409
-      └── InvalidRequestError     a body that breaks a rule      → 422 (with per-field errors)
+      │    └── SupersededError    a newer stream took over        (gRPC only: ABORTED)
+      ├── InvalidRequestError     a body that breaks a rule      → 422 (with per-field errors)
+      ├── UnavailableError        lost too many races, or stopping: retry shortly → 503
+      └── ProtocolError           a stream's messages out of order (gRPC only: FAILED_PRECONDITION)
+           └── AckTimeoutError    no ack for a batch in time      (gRPC only: DEADLINE_EXCEEDED)
+
+gRPC calls map the same classes once, in ``grpc/call_context.py``.
 """
 
 from dataclasses import dataclass
@@ -39,6 +45,10 @@ class ConflictError(ManagementError):
     """The change collides with existing state (a taken domain, a referenced object)."""
 
 
+class SupersededError(ConflictError):
+    """A newer config stream of the same peer or edge instance replaced this one."""
+
+
 @dataclass(frozen=True)
 class FieldProblem:
     """One broken rule: where in the body (as a JSON path of keys and indexes) and why."""
@@ -53,3 +63,15 @@ class InvalidRequestError(ManagementError):
     def __init__(self, problems: list[FieldProblem]) -> None:
         super().__init__("; ".join(f"{'.'.join(map(str, p.loc))}: {p.message}" for p in problems))
         self.problems = problems
+
+
+class UnavailableError(ManagementError):
+    """Try again shortly: concurrent changes kept winning, or management is shutting down."""
+
+
+class ProtocolError(ManagementError):
+    """A stream's peer broke the protocol (e.g. its first message was not a Hello)."""
+
+
+class AckTimeoutError(ProtocolError):
+    """An edge did not acknowledge a config batch in time."""

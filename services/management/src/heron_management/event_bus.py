@@ -1,12 +1,38 @@
-"""The outbox's way out: NATS JetStream, connected lazily so management starts without it."""
+"""Management's NATS: the outbox's way out (``NatsPublisher``, JetStream, connected lazily so
+management starts without NATS) and the way in (``NatsEventListener``: every replica's events,
+for the gRPC streams of this one).
+"""
 
 import asyncio
+from collections.abc import Callable, Sequence
 
 import structlog
+from nats.aio.msg import Msg
 
-from heron_bus import Bus, connect, ensure_streams
+from heron_bus import Bus, BusError, SchemaError, connect, ensure_streams, subject_for
+from heron_bus.consume import parse_event
+from heron_bus.subjects import EVENTS_SUBJECTS
+from heron_core.events import (
+    EdgeChanged,
+    Event,
+    NetworkChanged,
+    PeerChanged,
+    ProxyTokenRevoked,
+    ServiceChanged,
+)
 
 log = structlog.get_logger(__name__)
+
+#: the events that change what an agent's or an edge's stream shows
+STREAM_EVENTS: tuple[type[Event], ...] = (
+    ServiceChanged,
+    PeerChanged,
+    NetworkChanged,
+    EdgeChanged,
+    ProxyTokenRevoked,
+)
+LISTEN_RETRY_INITIAL_S = 0.5
+LISTEN_RETRY_MAX_S = 15.0
 
 
 class NatsPublisher:
@@ -34,3 +60,43 @@ class NatsPublisher:
                 log.info("connected to NATS", url=self._url)
                 self._bus = bus
             return self._bus
+
+
+class NatsEventListener:
+    """A plain (core) NATS subscription to ``heron.events.>``: it sees every event any replica
+    publishes to the EVENTS stream, with no durable state; a gap while NATS is away is covered
+    by each stream's periodic refresh."""
+
+    def __init__(self, url: str, deliver: Callable[[Sequence[Event]], None]) -> None:
+        self._url = url
+        self._deliver = deliver
+        self._types = {subject_for(t): t for t in STREAM_EVENTS}
+
+    async def run(self) -> None:
+        delay = LISTEN_RETRY_INITIAL_S
+        while True:
+            try:
+                bus = await connect(self._url, name="heron-management-listener")
+            except BusError as exc:
+                log.info("event listener waits for NATS", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, LISTEN_RETRY_MAX_S)
+                continue
+            try:
+                # nats-py resubscribes by itself after a reconnect
+                await bus.nc.subscribe(EVENTS_SUBJECTS, cb=self._on_message)
+                log.info("listening for events", url=bus.url, subject=EVENTS_SUBJECTS)
+                await asyncio.Event().wait()  # until cancelled
+            finally:
+                await bus.close()
+
+    async def _on_message(self, msg: Msg) -> None:
+        event_type = self._types.get(msg.subject)
+        if event_type is None:
+            return
+        try:
+            event = parse_event(event_type, msg.data)
+        except SchemaError as exc:
+            log.warning("event skipped", subject=msg.subject, reason=str(exc))
+            return
+        self._deliver([event])

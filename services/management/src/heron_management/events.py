@@ -3,13 +3,18 @@
 A change and its event commit together or not at all; the relay publishes outbox rows to NATS in
 order, with the event id as ``Nats-Msg-Id`` so JetStream drops a re-publish after a crash, and
 deletes them once acknowledged. NATS being down delays events; it never fails an API call.
+
+``deliver_after_commit`` also hands each committed event to this process at once (the relay's
+wake-up and the gRPC streams' change feed), so one replica needs no round trip through NATS.
 """
 
 import asyncio
 import contextlib
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import structlog
+from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -30,6 +35,9 @@ class EventPublisher(Protocol):
     async def publish_serialized(self, subject: str, payload: bytes, *, msg_id: str) -> None: ...
 
 
+_PENDING = "heron_pending_events"  # session.info key: events of the open transaction
+
+
 def add_event(session: AsyncSession, event: Event) -> None:
     """Queue ``event`` in the caller's transaction; it is published after the commit."""
     session.add(
@@ -37,6 +45,28 @@ def add_event(session: AsyncSession, event: Event) -> None:
             subject=subject_for(type(event)), msg_id=event.event_id, payload=event.model_dump_json()
         )
     )
+    session.info.setdefault(_PENDING, []).append(event)
+
+
+def deliver_after_commit(
+    sessions: async_sessionmaker[AsyncSession], deliver: Callable[[Sequence[Event]], None]
+) -> None:
+    """Call ``deliver`` with the events of every transaction of ``sessions`` once it commits.
+
+    ``deliver`` runs inside the commit, on the event loop's thread: it must not block or await.
+    A rolled-back transaction's events are dropped with it.
+    """
+    sync_class = sessions.kw["sync_session_class"]
+
+    def committed(sync_session: Any) -> None:
+        if events := sync_session.info.pop(_PENDING, None):
+            deliver(events)
+
+    def rolled_back(sync_session: Any, _transaction: Any) -> None:
+        sync_session.info.pop(_PENDING, None)
+
+    sa_event.listen(sync_class, "after_commit", committed)
+    sa_event.listen(sync_class, "after_soft_rollback", rolled_back)
 
 
 class OutboxRelay:

@@ -15,6 +15,16 @@ class ManagementSettings(HeronSettings):
 
     management_host: str = Field(default="127.0.0.1", description="REST API listen address")
     management_port: int = Field(default=8080, ge=1, le=65535, description="REST API listen port")
+    management_grpc_host: str = Field(
+        default="127.0.0.1", description="gRPC listen address (agents' and edges' streams)"
+    )
+    management_grpc_port: int = Field(default=50051, ge=1, le=65535, description="gRPC listen port")
+    management_snapshot_batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=5000,
+        description="services per ConfigBatch of an edge's snapshot (keeps messages under 4 MB)",
+    )
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL; default: SQLite at `$HERON_DATA_DIR/management.db`; "

@@ -21,6 +21,8 @@ from heron_management.errors import (
     ManagementError,
     NotFoundError,
     PermissionDeniedError,
+    ProtocolError,
+    UnavailableError,
 )
 
 log = structlog.get_logger(__name__)
@@ -32,6 +34,8 @@ _STATUS: dict[type[ManagementError], HTTPStatus] = {
     NotFoundError: HTTPStatus.NOT_FOUND,
     ConflictError: HTTPStatus.CONFLICT,
     InvalidRequestError: HTTPStatus.UNPROCESSABLE_ENTITY,
+    UnavailableError: HTTPStatus.SERVICE_UNAVAILABLE,
+    ProtocolError: HTTPStatus.BAD_REQUEST,
 }
 
 

@@ -1,4 +1,5 @@
-"""The tables. Every row but an account carries ``account_id``: nothing crosses accounts.
+"""The tables. Every row but an account's own and an overlay address (unique across the whole
+installation) carries ``account_id``: nothing crosses accounts.
 
 JSON columns hold value objects that are read and written whole (a service's auth, a target's
 options); anything queried on is a real column.
@@ -72,17 +73,52 @@ class ApiTokenRow(SQLModel, table=True):
     last_used_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
-class PeerRow(SQLModel, table=True):
-    __tablename__ = "peers"
+class SetupKeyRow(SQLModel, table=True):
+    """A secret that lets agents register peers in its account; stored as a SHA-256 hash."""
+
+    __tablename__ = "setup_keys"
 
     id: str = Field(primary_key=True, max_length=ID)
     account_id: str = _account_fk()
     name: str = Field(max_length=255)
+    type: str = Field(max_length=16)
+    secret_hash: str = Field(max_length=64, unique=True)
+    hint: str = Field(max_length=16)
+    expires_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    revoked: bool = Field(default=False)
+    used_times: int = Field(default=0)
+    #: 0: no limit (reusable keys); one-off keys hold 1
+    usage_limit: int = Field(default=0)
+    last_used_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class PeerRow(SQLModel, table=True):
+    __tablename__ = "peers"
+    __table_args__ = (UniqueConstraint("account_id", "name", name="uq_peers_account_name"),)
+
+    id: str = Field(primary_key=True, max_length=ID)
+    account_id: str = _account_fk()
+    name: str = Field(max_length=255)
+    hostname: str = Field(default="", max_length=255, sa_column_kwargs={"server_default": ""})
     overlay_address: str | None = Field(default=None, max_length=45, unique=True)
     wireguard_public_key: str | None = Field(default=None, max_length=64, unique=True)
+    #: SHA-256 of the agent's current peer token; each login replaces it
+    peer_token_hash: str | None = Field(default=None, max_length=64, unique=True)
+    setup_key_id: str | None = Field(
+        default=None,
+        sa_column=Column(
+            String(ID), ForeignKey("setup_keys.id", ondelete="SET NULL"), nullable=True
+        ),
+    )
     connected: bool = Field(default=False)
     last_seen: datetime | None = Field(default=None, sa_type=UtcDateTime)
     version: str | None = Field(default=None, max_length=64)
+    #: the agent's forwarder port from its last AgentHello; 0: the default
+    forwarder_port: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    #: the sync stream that owns ``connected``: a newer stream replaces an older one
+    stream_session: str | None = Field(default=None, max_length=ID)
     created_at: datetime = _created()
 
 
@@ -105,8 +141,94 @@ class ResourceRow(SQLModel, table=True):
         sa_column=Column(String(ID), ForeignKey("networks.id", ondelete="CASCADE"), nullable=False)
     )
     name: str = Field(max_length=255)
+    description: str = Field(default="", max_length=1024, sa_column_kwargs={"server_default": ""})
     type: str = Field(max_length=16)
     address: str = Field(max_length=255)
+    created_at: datetime = _created()
+
+
+class RouterRow(SQLModel, table=True):
+    """A peer that routes a network: edges reach the network's resources through its agent."""
+
+    __tablename__ = "network_routers"
+    __table_args__ = (
+        UniqueConstraint("network_id", "peer_id", name="uq_network_routers_network_peer"),
+    )
+
+    id: str = Field(primary_key=True, max_length=ID)
+    account_id: str = _account_fk()
+    network_id: str = Field(
+        sa_column=Column(
+            String(ID), ForeignKey("networks.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    peer_id: str = Field(
+        sa_column=Column(
+            String(ID), ForeignKey("peers.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    enabled: bool = Field(default=True)
+    created_at: datetime = _created()
+
+
+class OverlayAddressRow(SQLModel, table=True):
+    """Every taken overlay address, a peer's or an edge's: the primary key keeps them unique."""
+
+    __tablename__ = "overlay_addresses"
+
+    address: str = Field(primary_key=True, max_length=45)
+    peer_id: str | None = Field(
+        default=None,
+        sa_column=Column(
+            String(ID), ForeignKey("peers.id", ondelete="CASCADE"), nullable=True, unique=True
+        ),
+    )
+    #: an edge's address belongs to its WireGuard key, so a restarted edge keeps it
+    edge_public_key: str | None = Field(default=None, max_length=64, unique=True)
+    created_at: datetime = _created()
+
+
+class ProxyTokenRow(SQLModel, table=True):
+    """An edge's access token: the edges that present it serve its account's services."""
+
+    __tablename__ = "proxy_tokens"
+
+    id: str = Field(primary_key=True, max_length=ID)
+    account_id: str = _account_fk()
+    name: str = Field(max_length=255)
+    secret_hash: str = Field(max_length=64, unique=True)
+    hint: str = Field(max_length=16)
+    created_by: str | None = Field(default=None, max_length=ID)
+    created_at: datetime = _created()
+    last_used_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class EdgeRow(SQLModel, table=True):
+    """One edge process as it registered on its config stream (``Hello``)."""
+
+    __tablename__ = "edges"
+    __table_args__ = (
+        UniqueConstraint("account_id", "instance_id", name="uq_edges_account_instance"),
+    )
+
+    id: str = Field(primary_key=True, max_length=ID)
+    account_id: str = _account_fk()
+    proxy_token_id: str | None = Field(
+        default=None,
+        sa_column=Column(
+            String(ID), ForeignKey("proxy_tokens.id", ondelete="SET NULL"), nullable=True
+        ),
+    )
+    instance_id: str = Field(max_length=128)
+    proxy_domain: str = Field(max_length=253)
+    version: str = Field(default="", max_length=64)
+    wireguard_public_key: str = Field(max_length=64, index=True)
+    wireguard_endpoint: str = Field(max_length=300)
+    overlay_address: str = Field(max_length=45)
+    capabilities: dict[str, Any] = Field(default_factory=dict, sa_type=JSON, nullable=False)
+    connected: bool = Field(default=False)
+    last_seen: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    stream_session: str | None = Field(default=None, max_length=ID)
     created_at: datetime = _created()
 
 

@@ -1,7 +1,10 @@
-"""API token format: ``hrn_`` + 30 random base62 characters + a 6-character CRC32 checksum.
+"""Heron's secret tokens: a 4-character prefix + 30 random base62 characters + a CRC32 checksum.
 
-The prefix and checksum let secret scanners recognise a leaked Heron token. Tokens are random 178-bit secrets, so a fast SHA-256 of them is a safe
-stored form (a slow hash protects low-entropy secrets like passwords, which these are not).
+API tokens (``hrn_``), setup keys (``hsk_``), peer tokens (``hpt_``) and proxy tokens (``hpx_``)
+share the format. The prefix and checksum let secret scanners recognise a leaked Heron secret,
+and the prefix tells a person which kind it is. Tokens are random 178-bit secrets, so a fast
+SHA-256 of them is a safe stored form (a slow hash protects low-entropy secrets like passwords,
+which these are not).
 """
 
 import hashlib
@@ -10,10 +13,14 @@ import string
 import zlib
 
 TOKEN_PREFIX = "hrn_"  # noqa: S105  (the public prefix, not a secret)
+SETUP_KEY_PREFIX = "hsk_"
+PEER_TOKEN_PREFIX = "hpt_"  # noqa: S105
+PROXY_TOKEN_PREFIX = "hpx_"  # noqa: S105
 _BASE62 = string.digits + string.ascii_letters
 _RANDOM_CHARS = 30
 _CHECKSUM_CHARS = 6
 TOKEN_CHARS = len(TOKEN_PREFIX) + _RANDOM_CHARS + _CHECKSUM_CHARS
+_HINT_CHARS = len(TOKEN_PREFIX) + 4
 
 
 def _base62(number: int, width: int) -> str:
@@ -28,9 +35,9 @@ def _checksum(body: str) -> str:
     return _base62(zlib.crc32(body.encode()), _CHECKSUM_CHARS)
 
 
-def generate_token() -> str:
+def generate_token(prefix: str = TOKEN_PREFIX) -> str:
     body = "".join(secrets.choice(_BASE62) for _ in range(_RANDOM_CHARS))
-    return f"{TOKEN_PREFIX}{body}{_checksum(body)}"
+    return f"{prefix}{body}{_checksum(body)}"
 
 
 def token_hash(token: str) -> str:
@@ -40,4 +47,4 @@ def token_hash(token: str) -> str:
 
 def token_hint(token: str) -> str:
     """What a listing shows so a person can tell tokens apart: ``hrn_Ab3…``."""
-    return token[: len(TOKEN_PREFIX) + 4] + "…"
+    return token[:_HINT_CHARS] + "…"
