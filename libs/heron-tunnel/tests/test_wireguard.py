@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from heron_tunnel._socket_buffers import WIREGUARD_GO_SOCKET_BUFFER
 from heron_tunnel.keys import generate_private_key
 from heron_tunnel.netns import Namespace, unique_name, veth
 from heron_tunnel.wireguard import (
@@ -201,6 +203,17 @@ async def test_the_interfaces_are_up_as_configured(hosts: tuple[Host, Host]) -> 
     ipv4 = [(i["local"], i["prefixlen"]) for i in link["addr_info"] if i["family"] == "inet"]
     assert ipv4 == [("100.64.0.1", 10)]
     assert a.wg.socket_path.exists()
+
+
+async def test_wireguard_go_gets_the_socket_buffers_newer_releases_set(
+    hosts: tuple[Host, Host],
+) -> None:
+    for host in hosts:
+        assert host.wg.backend is Backend.USERSPACE
+        done = await host.netns.run("ss", "-H4uamn", f"sport = :{host.wg.listen_port}")
+        found = re.search(r"\brb(\d+)", done.stdout.decode())
+        assert found, done.stdout
+        assert int(found.group(1)) >= WIREGUARD_GO_SOCKET_BUFFER  # the kernel doubles it
 
 
 async def test_allowed_ips_outside_the_overlay_are_routed_and_unrouted(
@@ -442,6 +455,7 @@ def test_parse_dump_reads_peers_and_skips_the_interface_line() -> None:
 CRASHING_OWNER = """
 import asyncio, os, sys
 from ipaddress import IPv4Interface
+from heron_tunnel._socket_buffers import WIREGUARD_GO_SOCKET_BUFFER
 from heron_tunnel.keys import generate_private_key
 from heron_tunnel.wireguard import WireGuardInterface
 

@@ -36,6 +36,7 @@ from heron_core.errors import HeronError
 from heron_core.process import dying_with_parent
 from heron_core.tasks import spawn
 from heron_tunnel._commands import describe_failure, run_command
+from heron_tunnel._socket_buffers import set_udp_buffers
 from heron_tunnel.keys import parse_key, public_key_of
 
 log = structlog.get_logger(__name__)
@@ -228,6 +229,7 @@ class WireGuardInterface:
             await self._refuse_clash()
             self._backend = await self._create_link()
             await self._configure()
+            self._enlarge_socket_buffers()
         except BaseException:
             await self._teardown()
             raise
@@ -237,6 +239,21 @@ class WireGuardInterface:
             netns=self._netns, listen_port=self._listen_port, address=str(self._address),
             public_key=self._public_key,
         )  # fmt: skip
+
+    def _enlarge_socket_buffers(self) -> None:
+        """wireguard-go only: the UDP buffers its newer releases set themselves (best effort)."""
+        if self._backend is not Backend.USERSPACE or self.pid is None or not self._listen_port:
+            return
+        try:
+            changed = set_udp_buffers(self.pid, self._listen_port)
+        except OSError as exc:
+            log.warning(
+                "cannot enlarge wireguard-go's socket buffers; expect drops under load",
+                interface=self._name, error=str(exc),
+            )  # fmt: skip
+            return
+        if not changed:
+            log.warning("found no UDP socket of wireguard-go to enlarge", interface=self._name)
 
     async def down(self) -> None:
         """Delete the link or stop wireguard-go (SIGTERM, SIGKILL after a grace period); idempotent."""
