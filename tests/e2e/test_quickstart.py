@@ -42,6 +42,7 @@ def test_scripts_run_serves_the_api_keeps_data_and_stops_cleanly(tmp_path: Path)
     with httpx.Client(trust_env=False, timeout=5.0, headers=headers) as client:
         with running_stack(tmp_path, env, "first") as output:
             wait_for_api(client, f"{api}/services", output)
+            wait_for_banner(output)
             created = client.post(
                 f"{api}/services", json={"name": "app", "domain": "app.example.com"}
             )
@@ -101,6 +102,16 @@ def wait_for_api(client: httpx.Client, url: str, stdout: Path) -> httpx.Response
         assert time.monotonic() < deadline, (
             f"{url} did not answer 200 within {API_READY_S}s:\n"
             f"{stdout.read_text()}\n{stdout.with_suffix('.stderr').read_text()}"
+        )
+        time.sleep(0.2)
+
+
+def wait_for_banner(stdout: Path) -> None:
+    """The API may answer before the last service is ready; the banner says all are."""
+    deadline = time.monotonic() + API_READY_S
+    while "Heron is ready" not in stdout.read_text():
+        assert time.monotonic() < deadline, (
+            f"no banner within {API_READY_S}s:\n{stdout.read_text()}"
         )
         time.sleep(0.2)
 

@@ -108,7 +108,13 @@ async def test_an_error_inside_still_deletes_the_namespace_and_stops_its_process
         async with namespace:
             started.append(await namespace.spawn("sleep", "30"))
             # one that ignores SIGTERM needs the SIGKILL
-            started.append(await namespace.spawn("sh", "-c", "trap '' TERM; sleep 30 & wait"))
+            stubborn = await namespace.spawn(
+                "sh", "-c", "trap '' TERM; echo trapped; sleep 30 & wait", stdout=subprocess.PIPE
+            )
+            started.append(stubborn)
+            assert stubborn.stdout is not None
+            # SIGTERM before the trap is set would end it as -15: wait until it is
+            assert await asyncio.wait_for(stubborn.stdout.readline(), 5) == b"trapped\n"
             assert len(await namespace.pids()) >= 2
             raise RuntimeError("boom")
 
