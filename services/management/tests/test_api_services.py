@@ -361,3 +361,25 @@ def test_oversized_body_is_refused(owner: httpx.Client) -> None:
 
 def test_unknown_route_is_a_problem(owner: httpx.Client) -> None:
     assert_problem(owner.get("/api/nothing-here"), 404)
+
+
+def test_errors_on_a_target_endpoint_point_into_its_own_body(
+    owner: httpx.Client, account: AccountSeed, unique_domain: Domain
+) -> None:
+    first = {"target_type": "peer", "target_id": account.peer_id, "port": 80, "path": "/a"}
+    service = owner.post(
+        "/api/services", json={"name": "loc", "domain": unique_domain("loc"), "targets": [first]}
+    ).json()
+    base = f"/api/services/{service['id']}/targets"
+    cases = [
+        ({**first, "target_id": "nope", "path": "/x"}, ["target_id"], "no peer"),
+        ({**first, "path": "/a"}, ["path"], "already used"),
+        ({**first, "protocol": "tcp", "path": "/y"}, ["protocol"], "not tcp"),
+    ]
+    for body, loc, needle in cases:
+        problem = assert_problem(owner.post(base, json=body), 422)
+        assert [e["loc"] for e in problem["errors"]] == [loc], problem
+        assert needle in problem["errors"][0]["message"], problem
+    second = owner.post(base, json={**first, "path": "/b"}).json()
+    clash = assert_problem(owner.put(f"{base}/{second['id']}", json=first), 422)
+    assert [e["loc"] for e in clash["errors"]] == [["path"]], clash

@@ -155,9 +155,9 @@ class ServiceCatalog:
         await lock_writes(session)
         row, targets = await _load(session, principal.account_id, service_id)
         position = max((t.position for t in targets), default=-1) + 1
-        spec = build_target(request, ServiceMode(row.mode), loc=("body",))
+        spec = build_target(request, ServiceMode(row.mode))
         new = _target_row(row, spec, position)
-        await self._check_targets(session, row, [*targets, new])
+        await self._check_targets(session, row, [*targets, new], focus=new)
         session.add(new)
         await self._commit(session, row, [*targets, new], ChangeKind.UPDATED, row.domain)
         return to_target(new)
@@ -174,9 +174,9 @@ class ServiceCatalog:
         await lock_writes(session)
         row, targets = await _load(session, principal.account_id, service_id)
         old = _find_target(targets, target_id)
-        spec = build_target(request, ServiceMode(row.mode), loc=("body",))
+        spec = build_target(request, ServiceMode(row.mode))
         _write_target(old, spec)
-        await self._check_targets(session, row, targets)
+        await self._check_targets(session, row, targets, focus=old)
         await self._commit(session, row, targets, ChangeKind.UPDATED, row.domain)
         return to_target(old)
 
@@ -251,12 +251,20 @@ class ServiceCatalog:
         return targets
 
     async def _check_targets(
-        self, session: AsyncSession, row: ServiceRow, targets: Sequence[TargetRow]
+        self,
+        session: AsyncSession,
+        row: ServiceRow,
+        targets: Sequence[TargetRow],
+        *,
+        focus: TargetRow | None = None,
     ) -> None:
+        """The rules across a service's targets; ``focus``: the one target a request's body is."""
         specs = tuple(_spec_of(t) for t in targets)
         problems = check_unique_paths(specs) + await _missing_referents(
             session, AccountId(row.account_id), specs
         )
+        if focus is not None:
+            problems = _about_the_body(problems, list(targets), focus)
         if problems:
             raise InvalidRequestError(problems)
 
@@ -280,6 +288,24 @@ class ServiceCatalog:
             raise _conflict(exc, row) from exc
         self._on_commit()
         return to_service(row, targets)
+
+
+def _about_the_body(
+    problems: list[FieldProblem], targets: list[TargetRow], focus: TargetRow
+) -> list[FieldProblem]:
+    """Problems located in the service's target list, relocated to a single-target body."""
+    index = next(i for i, target in enumerate(targets) if target is focus)
+    relocated = []
+    for problem in problems:
+        loc = problem.loc
+        if loc[:2] == ("targets", index):
+            relocated.append(FieldProblem(loc[2:], problem.message))
+        elif loc[:1] == ("targets",) and loc[2:] == ("path",) and focus.path is not None:
+            message = f"path {focus.path!r} is already used by another target of this service"
+            relocated.append(FieldProblem(("path",), message))
+        else:
+            relocated.append(problem)
+    return relocated
 
 
 def _conflict(exc: IntegrityError, row: ServiceRow) -> ConflictError:
