@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
-from urllib.parse import urlsplit
 
 import grpc
 from grpc import aio
@@ -20,19 +19,12 @@ from grpc import aio
 from heron_agent.allowed import AllowedTarget
 from heron_agent.state import Login
 from heron_core.errors import HeronError
+from heron_proto.channel import open_channel
 from heron_proto.heron.v1 import agent_pb2
 from heron_proto.heron.v1.agent_pb2_grpc import AgentServiceStub
 from heron_tunnel.header import Protocol
 
-DEFAULT_GRPC_PORT = 50051
 LOGIN_TIMEOUT_S = 15.0
-#: keep the stream alive through NATs and notice a dead management within about a minute
-_CHANNEL_OPTIONS = (
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-)
 _RETRYABLE = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -74,33 +66,12 @@ class PeerConfig:
     allowed_targets: tuple[AllowedTarget, ...]
 
 
-def grpc_target(url: str) -> tuple[str, bool]:
-    """``host:port`` and whether to use TLS, from ``https://h:p``, ``http://h:p`` or ``h:p``."""
-    parsed = urlsplit(url if "://" in url else f"http://{url}")
-    if parsed.scheme not in {"http", "https", "grpc", "grpcs"}:
-        raise ValueError(f"management URL {url!r}: use https://host:port (or http:// locally)")
-    if not parsed.hostname:
-        raise ValueError(f"management URL {url!r} names no host")
-    try:
-        port = parsed.port or DEFAULT_GRPC_PORT
-    except ValueError as exc:
-        raise ValueError(f"management URL {url!r}: {exc}") from exc
-    host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
-    return f"{host}:{port}", parsed.scheme in {"https", "grpcs"}
-
-
 class ManagementClient:
     """One channel to management; an async context manager."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        target, secure = grpc_target(url)
-        if secure:
-            self._channel = aio.secure_channel(
-                target, grpc.ssl_channel_credentials(), options=_CHANNEL_OPTIONS
-            )
-        else:
-            self._channel = aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        self._channel = open_channel(url)
         self._stub = AgentServiceStub(self._channel)
 
     async def __aenter__(self) -> Self:

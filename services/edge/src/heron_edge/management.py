@@ -10,7 +10,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import grpc
 import structlog
@@ -23,6 +22,7 @@ from heron_edge import __version__
 from heron_edge.connector import DEFAULT_FORWARDER_PORT, StreamTarget
 from heron_edge.routes import Route, RouteTable, RouteTarget
 from heron_edge.tunnel import AgentPeer, EdgeTunnel
+from heron_proto.channel import open_channel
 from heron_proto.heron.v1 import proxy_pb2
 from heron_proto.heron.v1.proxy_pb2_grpc import ProxyServiceStub
 from heron_tunnel.header import Protocol
@@ -30,13 +30,8 @@ from heron_tunnel.header import Protocol
 log = structlog.get_logger(__name__)
 
 STABLE_STREAM_S = 60.0
-_CHANNEL_OPTIONS = (
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-)
+#: a snapshot batch of many services is one message
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _MODES = {
     proxy_pb2.SERVICE_MODE_HTTP: ServiceMode.HTTP,
     proxy_pb2.SERVICE_MODE_TCP: ServiceMode.TCP,
@@ -59,16 +54,6 @@ class Identity:
     require_subdomain: bool = False
 
 
-def _channel(url: str) -> aio.Channel:
-    parsed = urlsplit(url if "://" in url else f"http://{url}")
-    if not parsed.hostname:
-        raise ValueError(f"management URL {url!r} names no host")
-    target = f"{parsed.hostname}:{parsed.port or 50051}"
-    if parsed.scheme in {"https", "grpcs"}:
-        return aio.secure_channel(target, grpc.ssl_channel_credentials(), options=_CHANNEL_OPTIONS)
-    return aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
-
-
 class ManagementLink:
     """Keeps the config stream up and applies it to the tunnel and the route table."""
 
@@ -86,7 +71,7 @@ class ManagementLink:
     async def run(self) -> None:
         """Forever: connect, apply, reconnect. Raises ``EdgeRefusedError`` when refused."""
         backoff = Backoff(initial_s=0.5, max_s=10.0, reset_after_s=STABLE_STREAM_S)
-        async with _channel(self.url) as channel:
+        async with open_channel(self.url, max_receive_bytes=MAX_MESSAGE_BYTES) as channel:
             stub = ProxyServiceStub(channel)
             while True:
                 started = time.monotonic()
