@@ -85,14 +85,16 @@ class _AgentStream:
     async def run(
         self, requests: AsyncIterator[agent_pb2.AgentMessage], context: Any
     ) -> AsyncIterator[agent_pb2.PeerConfig]:
+        # Read the first message before judging the credentials: aborting while the client is
+        # still sending it makes its gRPC library report INTERNAL instead of our status.
+        first = await first_message(requests, HELLO_TIMEOUT_S)
+        if first is None:
+            return
         token = bearer_token(context)
         if token is None:
             raise AuthenticationError("send the peer token as 'authorization: Bearer <token>'")
         async with self._deps.sessions() as session:
             peer = await agents.authenticate_peer(session, token)
-        first = await first_message(requests, HELLO_TIMEOUT_S)
-        if first is None:
-            return
         if (kind := convert.agent_message_kind(first)) != "hello":
             raise ProtocolError(f"the first message of a sync stream must be a hello, not {kind!r}")
         hello = convert.agent_hello(first)

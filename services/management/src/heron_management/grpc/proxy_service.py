@@ -154,14 +154,16 @@ class _EdgeStream:
     async def run(
         self, requests: AsyncIterator[proxy_pb2.EdgeMessage], context: Any
     ) -> AsyncIterator[proxy_pb2.ManagementMessage]:
+        # Read the first message before judging the credentials: aborting while the client is
+        # still sending it makes its gRPC library report INTERNAL instead of our status.
+        first = await first_message(requests, HELLO_TIMEOUT_S)
+        if first is None:
+            return
         token = bearer_token(context)
         if token is None:
             raise AuthenticationError("send the proxy token as 'authorization: Bearer <token>'")
         async with self._deps.sessions() as session:
             token_row = await proxy_tokens.authenticate_edge(session, token)
-        first = await first_message(requests, HELLO_TIMEOUT_S)
-        if first is None:
-            return
         if (kind := convert.edge_message_kind(first)) != "hello":
             raise ProtocolError(
                 f"the first message of a config stream must be a hello, not {kind!r}"
