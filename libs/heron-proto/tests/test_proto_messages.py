@@ -208,7 +208,10 @@ def test_edge_messages_carry_exactly_one_kind() -> None:
 
     status = EdgeMessage(
         service_status=ServiceStatus(
-            service_id="svc_01", tunnel_up=True, error_message="port 20001 is in use"
+            service_id="svc_01",
+            tunnel_up=True,
+            error_message="port 20001 is in use",
+            certificate_available=True,
         )
     )
     decoded = EdgeMessage.FromString(status.SerializeToString())

@@ -82,11 +82,12 @@ class Management:
         instance_id: str | None = None,
         key: str | None = None,
         first: proxy_pb2.EdgeMessage | None = None,
+        proxy_domain: str = "proxy.example.test",
     ) -> "Stream":
         hello = proxy_pb2.EdgeMessage(
             hello=proxy_pb2.Hello(
                 instance_id=instance_id or f"edge-{secrets.token_hex(4)}",
-                proxy_domain="proxy.example.test",
+                proxy_domain=proxy_domain,
                 version="0.1.0-test",
                 wireguard_public_key=key or wireguard_key(),
                 wireguard_endpoint="203.0.113.7:51820",
@@ -170,6 +171,22 @@ class Stream:
 
 def ack(sequence: int) -> proxy_pb2.EdgeMessage:
     return proxy_pb2.EdgeMessage(ack=proxy_pb2.Ack(sequence=sequence))
+
+
+def service_status(
+    service_id: str,
+    *,
+    tunnel_up: bool,
+    certificate_available: bool = False,
+    error_message: str = "",
+) -> proxy_pb2.EdgeMessage:
+    status = proxy_pb2.ServiceStatus(
+        service_id=service_id,
+        tunnel_up=tunnel_up,
+        certificate_available=certificate_available,
+        error_message=error_message,
+    )
+    return proxy_pb2.EdgeMessage(service_status=status)
 
 
 def agent_ack(sequence: int) -> agent_pb2.AgentMessage:

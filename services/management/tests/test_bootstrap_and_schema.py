@@ -3,14 +3,17 @@
 import asyncio
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from grpc_clients import Management
 from management_fixtures import RunningApi, ServerThread, management_settings
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
+from heron_core.secret_tokens import PROXY_TOKEN_PREFIX, generate_token
 from heron_management.db.engine import create_engine, migrate
 
 
@@ -54,6 +57,53 @@ def test_short_admin_token_is_refused_in_production() -> None:
 
     with pytest.raises(ConfigError, match="HERON_ADMIN_TOKEN is shorter"):
         ManagementSettings(mode="production", admin_token="short")  # type: ignore[arg-type]
+
+
+def test_the_embedded_edge_token_is_kept_in_force_and_replaced(
+    nats_url: str, tmp_path: Path
+) -> None:
+    database = f"sqlite+aiosqlite:///{tmp_path / 'edge.db'}"
+    admin = "admin-token-" + "x" * 30
+    first, second = generate_token(PROXY_TOKEN_PREFIX), generate_token(PROXY_TOKEN_PREFIX)
+    for token, stale in ((first, None), (second, first), (None, second)):
+        settings = management_settings(
+            database, nats_url, tmp_path, admin_token=admin, management_edge_token=token
+        )
+        with ServerThread(settings):
+            url = f"http://127.0.0.1:{settings.management_port}/api/proxy-tokens"
+            listed = httpx.get(url, headers={"Authorization": f"Token {admin}"}).json()
+            names = [t["name"] for t in listed]
+            assert names == (["embedded edge"] if token else [])
+            target = f"127.0.0.1:{settings.management_grpc_port}"
+            if token:
+                assert asyncio.run(edge_answer(target, token)) is None
+            if stale:
+                assert asyncio.run(edge_answer(target, stale)) is grpc.StatusCode.UNAUTHENTICATED
+
+
+async def edge_answer(target: str, token: str) -> grpc.StatusCode | None:
+    """None when an edge with ``token`` gets its setup, else the status its stream ends with."""
+    async with Management(target) as management, management.edge_sync(token) as edge:
+        try:
+            first = await edge.read()
+        except AssertionError as failed:  # the stream ended with an error status
+            if not isinstance(failed.__cause__, grpc.aio.AioRpcError):
+                raise
+            return failed.__cause__.code()
+        assert first.HasField("edge_setup")
+        return None
+
+
+@pytest.mark.parametrize("value", ["short", "hpx_" + "a" * 36, "x" * 40])
+def test_an_edge_token_not_made_like_a_proxy_token_is_refused_in_production(value: str) -> None:
+    from heron_core.errors import ConfigError
+    from heron_management.settings import ManagementSettings
+
+    with pytest.raises(ConfigError, match="HERON_MANAGEMENT_EDGE_TOKEN is not a proxy token"):
+        ManagementSettings(mode="production", management_edge_token=value)  # type: ignore[arg-type]
+    well_made = generate_token(PROXY_TOKEN_PREFIX)
+    accepted = ManagementSettings(mode="production", management_edge_token=well_made)  # type: ignore[arg-type]
+    assert accepted.management_edge_token is not None
 
 
 def test_migrations_match_the_models(api: RunningApi) -> None:

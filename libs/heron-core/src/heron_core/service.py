@@ -379,8 +379,14 @@ class ServiceRequest(StrictModel):
 
 class ServiceMeta(BaseModel):
     created_at: datetime
-    certificate_issued_at: datetime | None
-    status: ServiceStatus
+    certificate_issued_at: datetime | None = Field(
+        description="HTTP: when an edge first reported a certificate covering the domain"
+    )
+    status: ServiceStatus = Field(
+        description="derived by management from what the connected edges report: `active` once "
+        "an edge has the tunnel up (and, HTTP, a certificate); `pending` while disabled, without "
+        "an enabled target or without a connected edge that reported"
+    )
     status_reason: str | None = Field(description="◆ why the service is not active, for a person")
 
 

@@ -45,7 +45,10 @@ def create_app(settings: ManagementSettings) -> FastAPI:
         await migrate(engine)
         sessions = session_factory(engine)
         admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
-        await bootstrap(sessions, admin_token)
+        edge_token = settings.management_edge_token
+        await bootstrap(
+            sessions, admin_token, edge_token.get_secret_value() if edge_token else None
+        )
         publisher = NatsPublisher(settings.nats_url)
         relay = OutboxRelay(sessions, publisher)
         feed = ChangeFeed()

@@ -54,6 +54,7 @@ from heron_management.errors import (
 from heron_management.events import add_event
 from heron_management.overlay import edge_address
 from heron_management.service_catalog import to_service, to_target
+from heron_management.service_status import forget_reports
 from heron_management.tunnel_views import EdgeService, RoutedTarget, TunnelPeer
 
 log = structlog.get_logger(__name__)
@@ -189,6 +190,7 @@ async def _register_once(
     row.overlay_address, row.capabilities = address, dict(hello.capabilities)
     row.connected, row.last_seen, row.stream_session = True, now, secrets.token_hex(8)
     session.add(row)
+    await forget_reports(session, row.id)  # a new stream reports afresh
     await session.exec(
         delete(EdgeRow).where(
             col(EdgeRow.account_id) == token.account_id,
@@ -231,8 +233,12 @@ async def touch_stream(session: AsyncSession, edge: EdgeRegistration) -> None:
 
 
 async def close_stream(session: AsyncSession, edge: EdgeRegistration) -> None:
+    """The stream ended: its reports go, and its edge is disconnected unless a newer stream
+    took over."""
+    await forget_reports(session, edge.edge_id, stream_session=edge.stream_session)
     row = await session.get(EdgeRow, edge.edge_id, populate_existing=True)
     if row is None or row.stream_session != edge.stream_session:
+        await session.commit()
         return
     row.connected, row.last_seen = False, utcnow()
     session.add(row)

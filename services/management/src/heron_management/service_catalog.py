@@ -1,8 +1,9 @@
 """Services and their targets: the use cases behind ``/api/services``.
 
 Every change is checked (``domain.service_spec``), checked against the account (domain free,
-targets exist, port free), stored with its ``ServiceChanged`` event in one transaction, and then
-the outbox relay is woken to publish the event.
+targets exist, port free), stored with its ``ServiceChanged`` event and its status derived
+again from the edges' reports (``service_status``) in one transaction, and then the outbox relay
+is woken to publish the event.
 """
 
 import ipaddress
@@ -55,11 +56,11 @@ from heron_management.domain.service_spec import (
     build_target,
     check_unique_paths,
 )
-from heron_management.domain.status import initial_status
 from heron_management.domain.stored_auth import StoredAuth, StoredHeaderAuth, StoredSecretMethod
 from heron_management.errors import ConflictError, FieldProblem, InvalidRequestError, NotFoundError
 from heron_management.events import add_event
 from heron_management.secret_hashing import hash_secret
+from heron_management.service_status import refresh_service
 
 _RESOURCE_TYPES = {
     TargetType.HOST: ResourceType.HOST,
@@ -138,7 +139,6 @@ class ServiceCatalog:
         await lock_writes(session)
         row, targets = await _load(session, principal.account_id, service_id)
         row.enabled = enabled
-        _refresh_status(row, targets)
         return await self._commit(session, row, targets, ChangeKind.UPDATED, row.domain)
 
     # target changes
@@ -276,9 +276,9 @@ class ServiceCatalog:
         change: ChangeKind,
         previous_domain: str | None,
     ) -> Service:
-        _refresh_status(row, targets)
         row.updated_at = utcnow()
         session.add(row)
+        await refresh_service(session, row, targets)  # e.g. disabled: pending at once
         moved_from = previous_domain if previous_domain not in (None, row.domain) else None
         add_event(session, _event(row, change, moved_from))
         try:
@@ -435,17 +435,6 @@ def _event(row: ServiceRow, change: ChangeKind, previous_domain: str | None) -> 
         mode=ServiceMode(row.mode),
         enabled=row.enabled,
         proxy_cluster=row.proxy_cluster,
-    )
-
-
-def _refresh_status(row: ServiceRow, targets: Sequence[TargetRow]) -> None:
-    if row.status != ServiceStatus.PENDING:
-        return  # later slices: facts reported by edges and the certificate manager decide
-    row.status, row.status_reason = initial_status(
-        domain=row.domain,
-        enabled=row.enabled,
-        proxy_cluster=row.proxy_cluster,
-        enabled_targets=sum(1 for t in targets if t.enabled),
     )
 
 

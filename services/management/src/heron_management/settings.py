@@ -5,6 +5,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from heron_core.secret_tokens import PROXY_TOKEN_PREFIX, is_well_formed
 from heron_core.settings import HeronSettings
 
 MIN_ADMIN_TOKEN_CHARS = 32  # a guessable bootstrap token is an open door in production
@@ -35,6 +36,11 @@ class ManagementSettings(HeronSettings):
         default=None,
         description="owner API token of the default account; generated and printed once if unset",
     )
+    management_edge_token: SecretStr | None = Field(
+        default=None,
+        description="proxy token of the edge that runs next to management (`heron-stack` sets "
+        "it): kept in force in the default account as `embedded edge`; unset: none",
+    )
     management_max_body_bytes: int = Field(
         default=1 << 20, ge=1024, description="largest request body the API accepts"
     )
@@ -49,4 +55,10 @@ class ManagementSettings(HeronSettings):
         token = self.admin_token.get_secret_value() if self.admin_token else None
         if token is not None and len(token) < MIN_ADMIN_TOKEN_CHARS:
             problems.append(f"HERON_ADMIN_TOKEN is shorter than {MIN_ADMIN_TOKEN_CHARS} characters")
+        edge = self.management_edge_token.get_secret_value() if self.management_edge_token else None
+        if edge and not is_well_formed(edge, PROXY_TOKEN_PREFIX):
+            problems.append(
+                f"HERON_MANAGEMENT_EDGE_TOKEN is not a proxy token ({PROXY_TOKEN_PREFIX}…, as "
+                "/api/proxy-tokens makes them): a chosen one may be guessable"
+            )
         return problems

@@ -281,6 +281,34 @@ class TargetRow(SQLModel, table=True):
     options: dict[str, Any] = Field(default_factory=dict, sa_type=JSON, nullable=False)
 
 
+class EdgeReportRow(SQLModel, table=True):
+    """What an edge's open stream last reported about one service (its ``ServiceStatus``).
+
+    A row counts only while ``stream_session`` is its edge's current one and the edge is live;
+    the stream's end deletes its rows. Service status is derived from these (``service_status``).
+    """
+
+    __tablename__ = "edge_service_reports"
+
+    edge_id: str = Field(
+        sa_column=Column(String(ID), ForeignKey("edges.id", ondelete="CASCADE"), primary_key=True)
+    )
+    service_id: str = Field(
+        sa_column=Column(
+            String(ID),
+            ForeignKey("services.id", ondelete="CASCADE"),
+            primary_key=True,
+            index=True,
+        )
+    )
+    account_id: str = _account_fk()
+    stream_session: str = Field(max_length=ID)
+    tunnel_up: bool = Field(default=False)
+    certificate_available: bool = Field(default=False)
+    error_message: str = Field(default="", max_length=1024)
+    reported_at: datetime = _created()
+
+
 class OutboxRow(SQLModel, table=True):
     """Events written in the same transaction as the change; a relay publishes them to NATS."""
 

@@ -1,43 +1,35 @@
-"""Heron's secret tokens: a 4-character prefix + 30 random base62 characters + a CRC32 checksum.
+"""Heron's secret tokens as management stores and shows them.
 
-API tokens (``hrn_``), setup keys (``hsk_``), peer tokens (``hpt_``) and proxy tokens (``hpx_``)
-share the format. The prefix and checksum let secret scanners recognise a leaked Heron secret,
-and the prefix tells a person which kind it is. Tokens are random 178-bit secrets, so a fast
-SHA-256 of them is a safe stored form (a slow hash protects low-entropy secrets like passwords,
-which these are not).
+The format (prefix, random body, checksum) is ``heron_core.secret_tokens``'s, re-exported here.
+Tokens are random 178-bit secrets, so a fast SHA-256 of them is a safe stored form (a slow hash
+protects low-entropy secrets like passwords, which these are not).
 """
 
 import hashlib
-import secrets
-import string
-import zlib
 
-TOKEN_PREFIX = "hrn_"  # noqa: S105  (the public prefix, not a secret)
-SETUP_KEY_PREFIX = "hsk_"
-PEER_TOKEN_PREFIX = "hpt_"  # noqa: S105
-PROXY_TOKEN_PREFIX = "hpx_"  # noqa: S105
-_BASE62 = string.digits + string.ascii_letters
-_RANDOM_CHARS = 30
-_CHECKSUM_CHARS = 6
-TOKEN_CHARS = len(TOKEN_PREFIX) + _RANDOM_CHARS + _CHECKSUM_CHARS
+from heron_core.secret_tokens import (
+    PEER_TOKEN_PREFIX,
+    PROXY_TOKEN_PREFIX,
+    SETUP_KEY_PREFIX,
+    TOKEN_CHARS,
+    TOKEN_PREFIX,
+    generate_token,
+    is_well_formed,
+)
+
+__all__ = [
+    "PEER_TOKEN_PREFIX",
+    "PROXY_TOKEN_PREFIX",
+    "SETUP_KEY_PREFIX",
+    "TOKEN_CHARS",
+    "TOKEN_PREFIX",
+    "generate_token",
+    "is_well_formed",
+    "token_hash",
+    "token_hint",
+]
+
 _HINT_CHARS = len(TOKEN_PREFIX) + 4
-
-
-def _base62(number: int, width: int) -> str:
-    digits = []
-    for _ in range(width):
-        number, digit = divmod(number, 62)
-        digits.append(_BASE62[digit])
-    return "".join(reversed(digits))
-
-
-def _checksum(body: str) -> str:
-    return _base62(zlib.crc32(body.encode()), _CHECKSUM_CHARS)
-
-
-def generate_token(prefix: str = TOKEN_PREFIX) -> str:
-    body = "".join(secrets.choice(_BASE62) for _ in range(_RANDOM_CHARS))
-    return f"{prefix}{body}{_checksum(body)}"
 
 
 def token_hash(token: str) -> str:

@@ -9,6 +9,7 @@ from heron_management.agents import AgentHello, LoginRequest, LoginResult
 from heron_management.domain.overlay import OVERLAY_NETWORK
 from heron_management.domain.stored_auth import StoredAuth
 from heron_management.edges import EdgeHello
+from heron_management.service_status import ServiceReport
 from heron_management.tunnel_views import (
     EdgeService,
     ForwardProtocol,
@@ -165,9 +166,14 @@ def ack_sequence(message: proxy_pb2.EdgeMessage) -> int:
     return message.ack.sequence
 
 
-def service_status(message: proxy_pb2.EdgeMessage) -> tuple[str, bool, str]:
+def service_report(message: proxy_pb2.EdgeMessage) -> ServiceReport:
     status = message.service_status
-    return status.service_id, status.tunnel_up, status.error_message
+    return ServiceReport(
+        service_id=status.service_id.strip(),
+        tunnel_up=status.tunnel_up,
+        certificate_available=status.certificate_available,
+        error_message=status.error_message.strip(),
+    )
 
 
 def mapping_content(view: EdgeService) -> bytes:

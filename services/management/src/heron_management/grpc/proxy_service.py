@@ -7,6 +7,11 @@ later ones alike, waits for the ack of the one before, so changes that arrive me
 folded into the next batch (always complete mappings: CREATED, MODIFIED or REMOVED against
 what this stream sent). ``TunnelPeers`` goes out, complete, whenever it changes. A batch not
 acknowledged within ``ACK_TIMEOUT_S`` ends the stream; the edge reconnects and resyncs.
+
+The edge's ``ServiceStatus`` reports go to ``service_status`` (stored, statuses derived), those
+that arrived together in one transaction, and only those that differ from the last one stored
+for the service. The stream's opening and end, and a heartbeat that finds the account's live
+edges changed, derive the account's statuses again.
 """
 
 import asyncio
@@ -18,7 +23,7 @@ from typing import Any
 import structlog
 
 from heron_core.tasks import spawn
-from heron_management import edges, proxy_tokens
+from heron_management import edges, proxy_tokens, service_status
 from heron_management.domain.presence import HEARTBEAT_S
 from heron_management.edges import EdgeRegistration
 from heron_management.errors import (
@@ -40,6 +45,7 @@ from heron_management.grpc.streams import (
     first_message,
     pump,
 )
+from heron_management.service_status import ReportingStream, ServiceReport
 from heron_management.tunnel_views import EdgeService, TunnelPeer
 from heron_proto.heron.v1 import proxy_pb2, proxy_pb2_grpc
 
@@ -47,6 +53,8 @@ log = structlog.get_logger(__name__)
 
 HELLO_TIMEOUT_S = 30.0
 ACK_TIMEOUT_S = 120.0  # NetBird's edge gives a batch 2 min; a stuck edge gets a fresh start
+#: a snapshot's worth of reports arrives at once; a transaction each this many keeps them short
+REPORTS_PER_TRANSACTION = 500
 
 Batch = tuple[list[proxy_pb2.ServiceMapping], bool]  # mappings, snapshot_complete
 
@@ -148,8 +156,10 @@ class _EdgeStream:
     def __init__(self, deps: StreamDeps) -> None:
         self._deps = deps
         self._inbox = Inbox()
-        #: the edge's last ServiceStatus per service: (tunnel_up, error_message)
-        self.service_statuses: dict[str, tuple[bool, str]] = {}
+        #: the edge's last stored ServiceStatus per service
+        self._reported: dict[str, ServiceReport] = {}
+        #: the account's live edges when statuses were last derived for all its services
+        self._live_edges: frozenset[str] = frozenset()
 
     async def run(
         self, requests: AsyncIterator[proxy_pb2.EdgeMessage], context: Any
@@ -175,6 +185,7 @@ class _EdgeStream:
         edge: EdgeRegistration | None = None
         try:
             edge = await edges.register_edge(self._deps.sessions, token_row, hello, self._deps.rng)
+            await self._derive_all(edge)
             log.info(
                 "edge stream opened", edge_id=edge.edge_id, instance_id=edge.instance_id,
                 proxy_domain=edge.proxy_domain, overlay_address=edge.overlay_address,
@@ -207,12 +218,17 @@ class _EdgeStream:
             if (batch := batches.next_batch()) is not None:
                 yield batch
             signals = await self._inbox.next_all(batches.deadline(heartbeat_at) - time.monotonic())
-            changed = self._absorb(edge, signals, batches)
+            changed, reports = self._absorb(signals, batches)
+            if reports:
+                await self._record(edge, reports)
             now = time.monotonic()
             batches.check_overdue(now)
             if now >= heartbeat_at:  # refresh last_seen, and look again in case NATS missed
                 async with self._deps.sessions() as session:
                     await edges.touch_stream(session, edge)
+                    live = await service_status.live_edge_ids(session, edge.account_id)
+                if live != self._live_edges:  # e.g. an edge of a replica that died aged out
+                    await self._derive_all(edge)
                 heartbeat_at = now + HEARTBEAT_S
                 changed = True
             if changed:
@@ -224,40 +240,59 @@ class _EdgeStream:
                 mappings_dirty = True
 
     def _absorb(
-        self, edge: EdgeRegistration, signals: list[Signal], batches: "_BatchQueue"
-    ) -> bool:
-        """Handle the inbox's signals; whether any was a change. Raises to end the stream."""
+        self, signals: list[Signal], batches: "_BatchQueue"
+    ) -> tuple[bool, dict[str, ServiceReport]]:
+        """Handle the inbox's signals: whether any was a change, and the new reports by service.
+        Raises to end the stream."""
         changed = False
+        reports: dict[str, ServiceReport] = {}
         for signal in signals:
             match signal:
                 case Received(message):
-                    batches.acked(self._acked(edge, message, batches.sequence))
+                    report = self._read(message, batches)
+                    if report is not None and self._reported.get(report.service_id) != report:
+                        reports[report.service_id] = report
                 case Changed():
                     changed = True
                 case Closed():
                     raise _ClientClosed
                 case Stop(error):
                     raise error
-        return changed
+        return changed, reports
 
-    def _acked(self, edge: EdgeRegistration, message: proxy_pb2.EdgeMessage, sent: int) -> int:
-        """Handle one message of the edge; the sequence it acknowledges, or 0."""
+    def _read(self, message: proxy_pb2.EdgeMessage, batches: "_BatchQueue") -> ServiceReport | None:
+        """Handle one message of the edge: an ack is applied, a report returned."""
         kind = convert.edge_message_kind(message)
         if kind == "ack":
-            acked = convert.ack_sequence(message)
+            acked, sent = convert.ack_sequence(message), batches.sequence
             if acked > sent:
                 raise ProtocolError(f"ack for batch {acked}, but only {sent} were sent")
-            return acked
-        if kind == "service_status":
-            service_id, tunnel_up, error = convert.service_status(message)
-            self.service_statuses[service_id] = (tunnel_up, error)
-            log.info(
-                "service status at edge", edge_id=edge.edge_id, service_id=service_id,
-                tunnel_up=tunnel_up, error=error or None,
-            )  # fmt: skip
+            batches.acked(acked)
+        elif kind == "service_status":
+            return convert.service_report(message)
         elif kind == "hello":
             raise ProtocolError("a hello is only the first message of a config stream")
-        return 0
+        return None
+
+    async def _record(self, edge: EdgeRegistration, reports: dict[str, ServiceReport]) -> None:
+        stream = ReportingStream(edge.edge_id, edge.account_id, edge.stream_session)
+        pending = list(reports.values())
+        stored: list[ServiceReport] = []
+        for start in range(0, len(pending), REPORTS_PER_TRANSACTION):
+            chunk = pending[start : start + REPORTS_PER_TRANSACTION]
+            stored += await service_status.record_reports(self._deps.sessions, stream, chunk)
+        for report in stored:
+            self._reported[report.service_id] = report
+            log.debug(
+                "service status at edge", edge_id=edge.edge_id, service_id=report.service_id,
+                tunnel_up=report.tunnel_up, certificate=report.certificate_available,
+                error=report.error_message or None,
+            )  # fmt: skip
+
+    async def _derive_all(self, edge: EdgeRegistration) -> None:
+        self._live_edges = await service_status.refresh_account(
+            self._deps.sessions, edge.account_id
+        )
 
     async def _check(self, edge: EdgeRegistration) -> None:
         async with self._deps.sessions() as session:
@@ -277,6 +312,7 @@ class _EdgeStream:
         try:
             async with self._deps.sessions() as session:
                 await edges.close_stream(session, edge)
+            await service_status.refresh_account(self._deps.sessions, edge.account_id)
         except Exception as exc:  # noqa: BLE001  (the database may be gone at shutdown)
             log.warning("edge stream state not saved", edge_id=edge.edge_id, error=str(exc))
         log.info("edge stream closed", edge_id=edge.edge_id, instance_id=edge.instance_id)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14heron/v1/proxy.proto\x12\x08heron.v1\"\x8b\x01\n\x0b\x45\x64geMessage\x12 \n\x05hello\x18\x01 \x01(\x0b\x32\x0f.heron.v1.HelloH\x00\x12\x1c\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\r.heron.v1.AckH\x00\x12\x31\n\x0eservice_status\x18\x03 \x01(\x0b\x32\x17.heron.v1.ServiceStatusH\x00\x42\t\n\x07message\"\xaf\x01\n\x05Hello\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x14\n\x0cproxy_domain\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x1c\n\x14wireguard_public_key\x18\x04 \x01(\t\x12\x1a\n\x12wireguard_endpoint\x18\x05 \x01(\t\x12\x30\n\x0c\x63\x61pabilities\x18\x06 \x01(\x0b\x32\x1a.heron.v1.EdgeCapabilities\"g\n\x10\x45\x64geCapabilities\x12\x1d\n\x15supports_custom_ports\x18\x01 \x01(\x08\x12\x19\n\x11require_subdomain\x18\x02 \x01(\x08\x12\x19\n\x11supports_crowdsec\x18\x03 \x01(\x08\"\x17\n\x03\x41\x63k\x12\x10\n\x08sequence\x18\x01 \x01(\x04\"M\n\rServiceStatus\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\ttunnel_up\x18\x02 \x01(\x08\x12\x15\n\rerror_message\x18\x03 \x01(\t\"\xa7\x01\n\x11ManagementMessage\x12-\n\x0c\x63onfig_batch\x18\x01 \x01(\x0b\x32\x15.heron.v1.ConfigBatchH\x00\x12)\n\nedge_setup\x18\x02 \x01(\x0b\x32\x13.heron.v1.EdgeSetupH\x00\x12-\n\x0ctunnel_peers\x18\x03 \x01(\x0b\x32\x15.heron.v1.TunnelPeersH\x00\x42\t\n\x07message\"=\n\tEdgeSetup\x12\x17\n\x0foverlay_address\x18\x01 \x01(\t\x12\x17\n\x0foverlay_network\x18\x02 \x01(\t\"2\n\x0bTunnelPeers\x12#\n\x05peers\x18\x01 \x03(\x0b\x32\x14.heron.v1.TunnelPeer\"l\n\nTunnelPeer\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x1c\n\x14wireguard_public_key\x18\x02 \x01(\t\x12\x17\n\x0foverlay_address\x18\x03 \x01(\t\x12\x16\n\x0e\x66orwarder_port\x18\x04 \x01(\r\"f\n\x0b\x43onfigBatch\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x19\n\x11snapshot_complete\x18\x02 \x01(\x08\x12*\n\x08mappings\x18\x03 \x03(\x0b\x32\x18.heron.v1.ServiceMapping\"\xed\x02\n\x0eServiceMapping\x12)\n\x0b\x63hange_type\x18\x01 \x01(\x0e\x32\x14.heron.v1.ChangeType\x12\n\n\x02id\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x0e\n\x06\x64omain\x18\x04 \x01(\t\x12#\n\x04mode\x18\x05 \x01(\x0e\x32\x15.heron.v1.ServiceMode\x12\x13\n\x0blisten_port\x18\x06 \x01(\r\x12\x0f\n\x07\x65nabled\x18\x07 \x01(\x08\x12\x18\n\x10pass_host_header\x18\x08 \x01(\x08\x12\x19\n\x11rewrite_redirects\x18\t \x01(\x08\x12!\n\x07targets\x18\n \x03(\x0b\x32\x10.heron.v1.Target\x12\"\n\x04\x61uth\x18\x0b \x01(\x0b\x32\x14.heron.v1.AuthConfig\x12\x39\n\x13\x61\x63\x63\x65ss_restrictions\x18\x0c \x01(\x0b\x32\x1c.heron.v1.AccessRestrictions\"\x81\x02\n\x06Target\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x0btarget_type\x18\x02 \x01(\x0e\x32\x14.heron.v1.TargetType\x12\x11\n\ttarget_id\x18\x03 \x01(\t\x12\x1c\n\x14peer_overlay_address\x18\x04 \x01(\t\x12\x0c\n\x04host\x18\x05 \x01(\t\x12\x0c\n\x04port\x18\x06 \x01(\r\x12*\n\x08protocol\x18\x07 \x01(\x0e\x32\x18.heron.v1.TargetProtocol\x12\x0c\n\x04path\x18\x08 \x01(\t\x12\x0f\n\x07\x65nabled\x18\t \x01(\x08\x12(\n\x07options\x18\n \x01(\x0b\x32\x17.heron.v1.TargetOptions\"\xa4\x02\n\rTargetOptions\x12\x17\n\x0fskip_tls_verify\x18\x01 \x01(\x08\x12\x1a\n\x12request_timeout_ms\x18\x02 \x01(\r\x12+\n\x0cpath_rewrite\x18\x03 \x01(\x0e\x32\x15.heron.v1.PathRewrite\x12\x42\n\x0e\x63ustom_headers\x18\x04 \x03(\x0b\x32*.heron.v1.TargetOptions.CustomHeadersEntry\x12\x16\n\x0eproxy_protocol\x18\x05 \x01(\x08\x12\x1f\n\x17session_idle_timeout_ms\x18\x06 \x01(\r\x1a\x34\n\x12\x43ustomHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x87\x01\n\nAuthConfig\x12\x18\n\x10password_enabled\x18\x01 \x01(\x08\x12\x13\n\x0bpin_enabled\x18\x02 \x01(\x08\x12\x1e\n\x03sso\x18\x03 \x01(\x0b\x32\x11.heron.v1.SsoAuth\x12*\n\x0cheader_auths\x18\x04 \x03(\x0b\x32\x14.heron.v1.HeaderAuth\"*\n\x07SsoAuth\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0e\n\x06groups\x18\x02 \x03(\t\"2\n\nHeaderAuth\x12\x0e\n\x06header\x18\x01 \x01(\t\x12\x14\n\x0chashed_value\x18\x02 \x01(\t\"\xa7\x01\n\x12\x41\x63\x63\x65ssRestrictions\x12\x15\n\rallowed_cidrs\x18\x01 \x03(\t\x12\x15\n\rblocked_cidrs\x18\x02 \x03(\t\x12\x19\n\x11\x61llowed_countries\x18\x03 \x03(\t\x12\x19\n\x11\x62locked_countries\x18\x04 \x03(\t\x12-\n\rcrowdsec_mode\x18\x05 \x01(\x0e\x32\x16.heron.v1.CrowdsecMode*u\n\nChangeType\x12\x1b\n\x17\x43HANGE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HANGE_TYPE_CREATED\x10\x01\x12\x18\n\x14\x43HANGE_TYPE_MODIFIED\x10\x02\x12\x17\n\x13\x43HANGE_TYPE_REMOVED\x10\x03*\x84\x01\n\x0bServiceMode\x12\x1c\n\x18SERVICE_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11SERVICE_MODE_HTTP\x10\x01\x12\x14\n\x10SERVICE_MODE_TCP\x10\x02\x12\x14\n\x10SERVICE_MODE_UDP\x10\x03\x12\x14\n\x10SERVICE_MODE_TLS\x10\x04*\x85\x01\n\nTargetType\x12\x1b\n\x17TARGET_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10TARGET_TYPE_PEER\x10\x01\x12\x14\n\x10TARGET_TYPE_HOST\x10\x02\x12\x16\n\x12TARGET_TYPE_DOMAIN\x10\x03\x12\x16\n\x12TARGET_TYPE_SUBNET\x10\x04*\x98\x01\n\x0eTargetProtocol\x12\x1f\n\x1bTARGET_PROTOCOL_UNSPECIFIED\x10\x00\x12\x18\n\x14TARGET_PROTOCOL_HTTP\x10\x01\x12\x19\n\x15TARGET_PROTOCOL_HTTPS\x10\x02\x12\x17\n\x13TARGET_PROTOCOL_TCP\x10\x03\x12\x17\n\x13TARGET_PROTOCOL_UDP\x10\x04*^\n\x0bPathRewrite\x12\x1c\n\x18PATH_REWRITE_UNSPECIFIED\x10\x00\x12\x16\n\x12PATH_REWRITE_STRIP\x10\x01\x12\x19\n\x15PATH_REWRITE_PRESERVE\x10\x02*z\n\x0c\x43rowdsecMode\x12\x1d\n\x19\x43ROWDSEC_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43ROWDSEC_MODE_OFF\x10\x01\x12\x19\n\x15\x43ROWDSEC_MODE_ENFORCE\x10\x02\x12\x19\n\x15\x43ROWDSEC_MODE_OBSERVE\x10\x03\x32N\n\x0cProxyService\x12>\n\x04Sync\x12\x15.heron.v1.EdgeMessage\x1a\x1b.heron.v1.ManagementMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14heron/v1/proxy.proto\x12\x08heron.v1\"\x8b\x01\n\x0b\x45\x64geMessage\x12 \n\x05hello\x18\x01 \x01(\x0b\x32\x0f.heron.v1.HelloH\x00\x12\x1c\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\r.heron.v1.AckH\x00\x12\x31\n\x0eservice_status\x18\x03 \x01(\x0b\x32\x17.heron.v1.ServiceStatusH\x00\x42\t\n\x07message\"\xaf\x01\n\x05Hello\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x14\n\x0cproxy_domain\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x1c\n\x14wireguard_public_key\x18\x04 \x01(\t\x12\x1a\n\x12wireguard_endpoint\x18\x05 \x01(\t\x12\x30\n\x0c\x63\x61pabilities\x18\x06 \x01(\x0b\x32\x1a.heron.v1.EdgeCapabilities\"g\n\x10\x45\x64geCapabilities\x12\x1d\n\x15supports_custom_ports\x18\x01 \x01(\x08\x12\x19\n\x11require_subdomain\x18\x02 \x01(\x08\x12\x19\n\x11supports_crowdsec\x18\x03 \x01(\x08\"\x17\n\x03\x41\x63k\x12\x10\n\x08sequence\x18\x01 \x01(\x04\"l\n\rServiceStatus\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\ttunnel_up\x18\x02 \x01(\x08\x12\x15\n\rerror_message\x18\x03 \x01(\t\x12\x1d\n\x15\x63\x65rtificate_available\x18\x04 \x01(\x08\"\xa7\x01\n\x11ManagementMessage\x12-\n\x0c\x63onfig_batch\x18\x01 \x01(\x0b\x32\x15.heron.v1.ConfigBatchH\x00\x12)\n\nedge_setup\x18\x02 \x01(\x0b\x32\x13.heron.v1.EdgeSetupH\x00\x12-\n\x0ctunnel_peers\x18\x03 \x01(\x0b\x32\x15.heron.v1.TunnelPeersH\x00\x42\t\n\x07message\"=\n\tEdgeSetup\x12\x17\n\x0foverlay_address\x18\x01 \x01(\t\x12\x17\n\x0foverlay_network\x18\x02 \x01(\t\"2\n\x0bTunnelPeers\x12#\n\x05peers\x18\x01 \x03(\x0b\x32\x14.heron.v1.TunnelPeer\"l\n\nTunnelPeer\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x1c\n\x14wireguard_public_key\x18\x02 \x01(\t\x12\x17\n\x0foverlay_address\x18\x03 \x01(\t\x12\x16\n\x0e\x66orwarder_port\x18\x04 \x01(\r\"f\n\x0b\x43onfigBatch\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x19\n\x11snapshot_complete\x18\x02 \x01(\x08\x12*\n\x08mappings\x18\x03 \x03(\x0b\x32\x18.heron.v1.ServiceMapping\"\xed\x02\n\x0eServiceMapping\x12)\n\x0b\x63hange_type\x18\x01 \x01(\x0e\x32\x14.heron.v1.ChangeType\x12\n\n\x02id\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x0e\n\x06\x64omain\x18\x04 \x01(\t\x12#\n\x04mode\x18\x05 \x01(\x0e\x32\x15.heron.v1.ServiceMode\x12\x13\n\x0blisten_port\x18\x06 \x01(\r\x12\x0f\n\x07\x65nabled\x18\x07 \x01(\x08\x12\x18\n\x10pass_host_header\x18\x08 \x01(\x08\x12\x19\n\x11rewrite_redirects\x18\t \x01(\x08\x12!\n\x07targets\x18\n \x03(\x0b\x32\x10.heron.v1.Target\x12\"\n\x04\x61uth\x18\x0b \x01(\x0b\x32\x14.heron.v1.AuthConfig\x12\x39\n\x13\x61\x63\x63\x65ss_restrictions\x18\x0c \x01(\x0b\x32\x1c.heron.v1.AccessRestrictions\"\x81\x02\n\x06Target\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x0btarget_type\x18\x02 \x01(\x0e\x32\x14.heron.v1.TargetType\x12\x11\n\ttarget_id\x18\x03 \x01(\t\x12\x1c\n\x14peer_overlay_address\x18\x04 \x01(\t\x12\x0c\n\x04host\x18\x05 \x01(\t\x12\x0c\n\x04port\x18\x06 \x01(\r\x12*\n\x08protocol\x18\x07 \x01(\x0e\x32\x18.heron.v1.TargetProtocol\x12\x0c\n\x04path\x18\x08 \x01(\t\x12\x0f\n\x07\x65nabled\x18\t \x01(\x08\x12(\n\x07options\x18\n \x01(\x0b\x32\x17.heron.v1.TargetOptions\"\xa4\x02\n\rTargetOptions\x12\x17\n\x0fskip_tls_verify\x18\x01 \x01(\x08\x12\x1a\n\x12request_timeout_ms\x18\x02 \x01(\r\x12+\n\x0cpath_rewrite\x18\x03 \x01(\x0e\x32\x15.heron.v1.PathRewrite\x12\x42\n\x0e\x63ustom_headers\x18\x04 \x03(\x0b\x32*.heron.v1.TargetOptions.CustomHeadersEntry\x12\x16\n\x0eproxy_protocol\x18\x05 \x01(\x08\x12\x1f\n\x17session_idle_timeout_ms\x18\x06 \x01(\r\x1a\x34\n\x12\x43ustomHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x87\x01\n\nAuthConfig\x12\x18\n\x10password_enabled\x18\x01 \x01(\x08\x12\x13\n\x0bpin_enabled\x18\x02 \x01(\x08\x12\x1e\n\x03sso\x18\x03 \x01(\x0b\x32\x11.heron.v1.SsoAuth\x12*\n\x0cheader_auths\x18\x04 \x03(\x0b\x32\x14.heron.v1.HeaderAuth\"*\n\x07SsoAuth\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0e\n\x06groups\x18\x02 \x03(\t\"2\n\nHeaderAuth\x12\x0e\n\x06header\x18\x01 \x01(\t\x12\x14\n\x0chashed_value\x18\x02 \x01(\t\"\xa7\x01\n\x12\x41\x63\x63\x65ssRestrictions\x12\x15\n\rallowed_cidrs\x18\x01 \x03(\t\x12\x15\n\rblocked_cidrs\x18\x02 \x03(\t\x12\x19\n\x11\x61llowed_countries\x18\x03 \x03(\t\x12\x19\n\x11\x62locked_countries\x18\x04 \x03(\t\x12-\n\rcrowdsec_mode\x18\x05 \x01(\x0e\x32\x16.heron.v1.CrowdsecMode*u\n\nChangeType\x12\x1b\n\x17\x43HANGE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HANGE_TYPE_CREATED\x10\x01\x12\x18\n\x14\x43HANGE_TYPE_MODIFIED\x10\x02\x12\x17\n\x13\x43HANGE_TYPE_REMOVED\x10\x03*\x84\x01\n\x0bServiceMode\x12\x1c\n\x18SERVICE_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11SERVICE_MODE_HTTP\x10\x01\x12\x14\n\x10SERVICE_MODE_TCP\x10\x02\x12\x14\n\x10SERVICE_MODE_UDP\x10\x03\x12\x14\n\x10SERVICE_MODE_TLS\x10\x04*\x85\x01\n\nTargetType\x12\x1b\n\x17TARGET_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10TARGET_TYPE_PEER\x10\x01\x12\x14\n\x10TARGET_TYPE_HOST\x10\x02\x12\x16\n\x12TARGET_TYPE_DOMAIN\x10\x03\x12\x16\n\x12TARGET_TYPE_SUBNET\x10\x04*\x98\x01\n\x0eTargetProtocol\x12\x1f\n\x1bTARGET_PROTOCOL_UNSPECIFIED\x10\x00\x12\x18\n\x14TARGET_PROTOCOL_HTTP\x10\x01\x12\x19\n\x15TARGET_PROTOCOL_HTTPS\x10\x02\x12\x17\n\x13TARGET_PROTOCOL_TCP\x10\x03\x12\x17\n\x13TARGET_PROTOCOL_UDP\x10\x04*^\n\x0bPathRewrite\x12\x1c\n\x18PATH_REWRITE_UNSPECIFIED\x10\x00\x12\x16\n\x12PATH_REWRITE_STRIP\x10\x01\x12\x19\n\x15PATH_REWRITE_PRESERVE\x10\x02*z\n\x0c\x43rowdsecMode\x12\x1d\n\x19\x43ROWDSEC_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43ROWDSEC_MODE_OFF\x10\x01\x12\x19\n\x15\x43ROWDSEC_MODE_ENFORCE\x10\x02\x12\x19\n\x15\x43ROWDSEC_MODE_OBSERVE\x10\x03\x32N\n\x0cProxyService\x12>\n\x04Sync\x12\x15.heron.v1.EdgeMessage\x1a\x1b.heron.v1.ManagementMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,18 +33,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TARGETOPTIONS_CUSTOMHEADERSENTRY']._loaded_options = None
   _globals['_TARGETOPTIONS_CUSTOMHEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_CHANGETYPE']._serialized_start=2389
-  _globals['_CHANGETYPE']._serialized_end=2506
-  _globals['_SERVICEMODE']._serialized_start=2509
-  _globals['_SERVICEMODE']._serialized_end=2641
-  _globals['_TARGETTYPE']._serialized_start=2644
-  _globals['_TARGETTYPE']._serialized_end=2777
-  _globals['_TARGETPROTOCOL']._serialized_start=2780
-  _globals['_TARGETPROTOCOL']._serialized_end=2932
-  _globals['_PATHREWRITE']._serialized_start=2934
-  _globals['_PATHREWRITE']._serialized_end=3028
-  _globals['_CROWDSECMODE']._serialized_start=3030
-  _globals['_CROWDSECMODE']._serialized_end=3152
+  _globals['_CHANGETYPE']._serialized_start=2420
+  _globals['_CHANGETYPE']._serialized_end=2537
+  _globals['_SERVICEMODE']._serialized_start=2540
+  _globals['_SERVICEMODE']._serialized_end=2672
+  _globals['_TARGETTYPE']._serialized_start=2675
+  _globals['_TARGETTYPE']._serialized_end=2808
+  _globals['_TARGETPROTOCOL']._serialized_start=2811
+  _globals['_TARGETPROTOCOL']._serialized_end=2963
+  _globals['_PATHREWRITE']._serialized_start=2965
+  _globals['_PATHREWRITE']._serialized_end=3059
+  _globals['_CROWDSECMODE']._serialized_start=3061
+  _globals['_CROWDSECMODE']._serialized_end=3183
   _globals['_EDGEMESSAGE']._serialized_start=35
   _globals['_EDGEMESSAGE']._serialized_end=174
   _globals['_HELLO']._serialized_start=177
@@ -54,33 +54,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACK']._serialized_start=459
   _globals['_ACK']._serialized_end=482
   _globals['_SERVICESTATUS']._serialized_start=484
-  _globals['_SERVICESTATUS']._serialized_end=561
-  _globals['_MANAGEMENTMESSAGE']._serialized_start=564
-  _globals['_MANAGEMENTMESSAGE']._serialized_end=731
-  _globals['_EDGESETUP']._serialized_start=733
-  _globals['_EDGESETUP']._serialized_end=794
-  _globals['_TUNNELPEERS']._serialized_start=796
-  _globals['_TUNNELPEERS']._serialized_end=846
-  _globals['_TUNNELPEER']._serialized_start=848
-  _globals['_TUNNELPEER']._serialized_end=956
-  _globals['_CONFIGBATCH']._serialized_start=958
-  _globals['_CONFIGBATCH']._serialized_end=1060
-  _globals['_SERVICEMAPPING']._serialized_start=1063
-  _globals['_SERVICEMAPPING']._serialized_end=1428
-  _globals['_TARGET']._serialized_start=1431
-  _globals['_TARGET']._serialized_end=1688
-  _globals['_TARGETOPTIONS']._serialized_start=1691
-  _globals['_TARGETOPTIONS']._serialized_end=1983
-  _globals['_TARGETOPTIONS_CUSTOMHEADERSENTRY']._serialized_start=1931
-  _globals['_TARGETOPTIONS_CUSTOMHEADERSENTRY']._serialized_end=1983
-  _globals['_AUTHCONFIG']._serialized_start=1986
-  _globals['_AUTHCONFIG']._serialized_end=2121
-  _globals['_SSOAUTH']._serialized_start=2123
-  _globals['_SSOAUTH']._serialized_end=2165
-  _globals['_HEADERAUTH']._serialized_start=2167
-  _globals['_HEADERAUTH']._serialized_end=2217
-  _globals['_ACCESSRESTRICTIONS']._serialized_start=2220
-  _globals['_ACCESSRESTRICTIONS']._serialized_end=2387
-  _globals['_PROXYSERVICE']._serialized_start=3154
-  _globals['_PROXYSERVICE']._serialized_end=3232
+  _globals['_SERVICESTATUS']._serialized_end=592
+  _globals['_MANAGEMENTMESSAGE']._serialized_start=595
+  _globals['_MANAGEMENTMESSAGE']._serialized_end=762
+  _globals['_EDGESETUP']._serialized_start=764
+  _globals['_EDGESETUP']._serialized_end=825
+  _globals['_TUNNELPEERS']._serialized_start=827
+  _globals['_TUNNELPEERS']._serialized_end=877
+  _globals['_TUNNELPEER']._serialized_start=879
+  _globals['_TUNNELPEER']._serialized_end=987
+  _globals['_CONFIGBATCH']._serialized_start=989
+  _globals['_CONFIGBATCH']._serialized_end=1091
+  _globals['_SERVICEMAPPING']._serialized_start=1094
+  _globals['_SERVICEMAPPING']._serialized_end=1459
+  _globals['_TARGET']._serialized_start=1462
+  _globals['_TARGET']._serialized_end=1719
+  _globals['_TARGETOPTIONS']._serialized_start=1722
+  _globals['_TARGETOPTIONS']._serialized_end=2014
+  _globals['_TARGETOPTIONS_CUSTOMHEADERSENTRY']._serialized_start=1962
+  _globals['_TARGETOPTIONS_CUSTOMHEADERSENTRY']._serialized_end=2014
+  _globals['_AUTHCONFIG']._serialized_start=2017
+  _globals['_AUTHCONFIG']._serialized_end=2152
+  _globals['_SSOAUTH']._serialized_start=2154
+  _globals['_SSOAUTH']._serialized_end=2196
+  _globals['_HEADERAUTH']._serialized_start=2198
+  _globals['_HEADERAUTH']._serialized_end=2248
+  _globals['_ACCESSRESTRICTIONS']._serialized_start=2251
+  _globals['_ACCESSRESTRICTIONS']._serialized_end=2418
+  _globals['_PROXYSERVICE']._serialized_start=3185
+  _globals['_PROXYSERVICE']._serialized_end=3263
 # @@protoc_insertion_point(module_scope)

@@ -353,8 +353,12 @@ Global___Ack: _TypeAlias = Ack  # noqa: Y015
 
 @_typing.final
 class ServiceStatus(_message.Message):
-    """The state of one service at this edge, from which management derives the service's status.
-    Sent when the state changes, and for every service once the snapshot is applied.
+    """The state of one service at this edge, from which management derives the service's status
+    (`meta.status` of `/api/services`). Sent for every service once the snapshot is applied, for a
+    service a later batch creates once it is applied, and whenever any of the fields below changes.
+    Each report replaces the edge's previous one for that service (also across a disable and
+    re-enable); management forgets an edge's reports when its stream ends, so a new stream reports
+    every service afresh.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -362,22 +366,33 @@ class ServiceStatus(_message.Message):
     SERVICE_ID_FIELD_NUMBER: _builtins.int
     TUNNEL_UP_FIELD_NUMBER: _builtins.int
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_AVAILABLE_FIELD_NUMBER: _builtins.int
     service_id: _builtins.str
     """The service (`ServiceMapping.id`) this report is about."""
     tunnel_up: _builtins.bool
-    """Whether the edge has a working WireGuard tunnel to the peer of at least one enabled target."""
+    """Whether the edge has a working WireGuard tunnel (a recent handshake) to the peer of at least
+    one enabled target.
+    """
     error_message: _builtins.str
-    """Why the edge cannot serve the service (e.g. the listen port is taken); empty when it can."""
+    """Why the edge cannot serve the service, for a person, e.g. `no handshake from peer app-1
+    (100.64.0.3) yet` (with `tunnel_up` false) or `port 20001 is taken` (with `tunnel_up` true);
+    empty when it can.
+    """
+    certificate_available: _builtins.bool
+    """The edge holds a certificate that covers the service's domain (a static or wildcard file, the
+    local CA, or ACME). Management reads it for HTTP services only: other modes need none.
+    """
     def __init__(
         self,
         *,
         service_id: _builtins.str = ...,
         tunnel_up: _builtins.bool = ...,
         error_message: _builtins.str = ...,
+        certificate_available: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_message", b"error_message", "service_id", b"service_id", "tunnel_up", b"tunnel_up"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_available", b"certificate_available", "error_message", b"error_message", "service_id", b"service_id", "tunnel_up", b"tunnel_up"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
