@@ -1,9 +1,12 @@
 """The README's quick start, as a user runs it: ``scripts/run``, then the REST API.
 
-``scripts/run`` with ``HERON_ADMIN_TOKEN`` set answers ``GET /api/services`` within 30 s; a
+``scripts/run`` with ``HERON_ADMIN_TOKEN`` set answers ``GET /api/services`` within 30 s; its
+edge is alive and the banner names the services' URL, the local CA and the WireGuard port; a
 service created through the API is still there after the stack is stopped and started again;
-SIGTERM (what Ctrl-C's SIGINT also does) stops it with exit code 0. Ports are free ones, not the
-defaults, so a stack already running on this machine is left alone.
+SIGTERM (what Ctrl-C's SIGINT also does) stops it with exit code 0, and the edge's WireGuard
+interface goes with it. Ports (TCP and the WireGuard UDP port) and the interface name are free,
+unique ones, not the defaults, so a stack already running on this machine is left alone — this
+runs as root in CI, where the edge really creates its interface.
 """
 
 import os
@@ -28,32 +31,50 @@ SCRIPTS_RUN = Path(__file__).resolve().parents[2] / "scripts" / "run"
 def test_scripts_run_serves_the_api_keeps_data_and_stops_cleanly(tmp_path: Path) -> None:
     token = secrets.token_urlsafe(32)
     api_port, nats_port, grpc_port = free_port(), free_port(), free_port()
+    https_port, http_port, health_port = free_port(), free_port(), free_port()
+    wg_port, interface = free_udp_port(), f"hq{secrets.token_hex(4)}"
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("HERON_")},
+        **{k: v for k, v in os.environ.items() if not k.startswith(("HERON_", "NB_PROXY_"))},
         "HERON_DATA_DIR": str(tmp_path / "data"),
         "HERON_MANAGEMENT_PORT": str(api_port),
         "HERON_MANAGEMENT_GRPC_PORT": str(grpc_port),
         "HERON_NATS_PORT": str(nats_port),
+        "HERON_PROXY_ADDRESS": f"127.0.0.1:{https_port}",
+        "HERON_PROXY_HTTP_ADDRESS": f"127.0.0.1:{http_port}",
+        "HERON_PROXY_HEALTH_ADDRESS": f"127.0.0.1:{health_port}",
+        "HERON_PROXY_WG_PORT": str(wg_port),
+        "HERON_PROXY_WIREGUARD_INTERFACE": interface,
         "HERON_ADMIN_TOKEN": token,
         "HERON_LOG_FORMAT": "json",
     }
     api = f"http://127.0.0.1:{api_port}/api"
     headers = {"Authorization": f"Token {token}"}
-    with httpx.Client(trust_env=False, timeout=5.0, headers=headers) as client:
-        with running_stack(tmp_path, env, "first") as output:
-            wait_for_api(client, f"{api}/services", output)
-            wait_for_banner(output)
-            created = client.post(
-                f"{api}/services", json={"name": "app", "domain": "app.example.com"}
-            )
-            assert created.status_code == 201, created.text
-        banner = output.read_text()
-        for url in (api, f"{api}/openapi.json", f"{api}/docs", f"nats://127.0.0.1:{nats_port}"):
-            assert url in banner
+    try:
+        with httpx.Client(trust_env=False, timeout=5.0, headers=headers) as client:
+            with running_stack(tmp_path, env, "first") as output:
+                wait_for_api(client, f"{api}/services", output)
+                wait_for_banner(output)
+                live = client.get(f"http://127.0.0.1:{health_port}/healthz/live")
+                assert live.status_code == 200, live.text
+                created = client.post(
+                    f"{api}/services", json={"name": "app", "domain": "app.example.com"}
+                )
+                assert created.status_code == 201, created.text
+            banner = output.read_text()
+            for expected in (
+                api, f"{api}/openapi.json", f"{api}/docs", f"nats://127.0.0.1:{nats_port}",
+                f"https://<name>.heron.localhost:{https_port}",
+                str(tmp_path / "data" / "edge" / "local-ca" / "root.crt"),
+                f"127.0.0.1:{wg_port} UDP", interface,
+            ):  # fmt: skip
+                assert expected in banner
+            assert not interface_exists(interface), "the edge left its WireGuard interface"
 
-        with running_stack(tmp_path, env, "second") as output:
-            listed = wait_for_api(client, f"{api}/services", output)
-            assert [s["domain"] for s in listed.json()] == ["app.example.com"]
+            with running_stack(tmp_path, env, "second") as output:
+                listed = wait_for_api(client, f"{api}/services", output)
+                assert [s["domain"] for s in listed.json()] == ["app.example.com"]
+    finally:
+        remove_interface(interface)  # whatever happened, leave the host as it was
 
 
 class running_stack:  # noqa: N801  (reads as the context manager it is)
@@ -121,3 +142,20 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def free_udp_port() -> int:
+    """A UDP port nothing uses now, on every address (WireGuard binds them all)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def interface_exists(name: str) -> bool:
+    return Path("/sys/class/net", name).exists()
+
+
+def remove_interface(name: str) -> None:
+    if interface_exists(name):
+        subprocess.run(["ip", "link", "delete", "dev", name], check=False, capture_output=True)

@@ -5,8 +5,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr, ValidationError
 
+from heron_core.secret_tokens import PROXY_TOKEN_PREFIX, generate_token, is_well_formed
 from heron_core.settings import LogFormat, RunMode
+from heron_stack import settings as settings_module
 from heron_stack.banner import render_banner
 from heron_stack.readiness import HttpOk, TcpAccepting
 from heron_stack.settings import StackSettings
@@ -22,7 +25,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StackSettings:
 
 
 def test_nats_starts_first_and_management_is_python_m(settings: StackSettings) -> None:
-    nats, management = stack_specs(settings, stderr_is_tty=False)
+    nats, management, _ = stack_specs(settings, stderr_is_tty=False)
 
     assert nats.name == "nats"
     assert "--jetstream" in nats.argv
@@ -39,7 +42,7 @@ def test_nats_starts_first_and_management_is_python_m(settings: StackSettings) -
 
 
 def test_management_gets_the_shared_environment(settings: StackSettings) -> None:
-    _, management = stack_specs(settings, stderr_is_tty=False)
+    _, management, _ = stack_specs(settings, stderr_is_tty=False)
 
     assert settings.data_path.is_absolute()
     assert management.env["HERON_MODE"] == "development"
@@ -83,6 +86,116 @@ def test_the_banner_hides_the_database_password(settings: StackSettings) -> None
 def test_production_mode_is_passed_on(settings: StackSettings) -> None:
     production = settings.model_copy(update={"mode": RunMode.PRODUCTION})
 
-    _, management = stack_specs(production, stderr_is_tty=False)
+    _, management, edge = stack_specs(production, stderr_is_tty=False)
 
     assert management.env["HERON_MODE"] == "production"
+    assert edge.env["HERON_MODE"] == "production"
+
+
+def test_the_edge_starts_last_and_is_waited_for_alive_only(settings: StackSettings) -> None:
+    edge_settings = settings.model_copy(
+        update={
+            "proxy_address": ":18443",
+            "proxy_http_address": "127.0.0.1:18880",
+            "proxy_health_address": "127.0.0.1:19100",
+        }
+    )
+
+    *_, edge = stack_specs(edge_settings, stderr_is_tty=False)
+
+    assert edge.name == "edge"
+    assert edge.argv == (sys.executable, "-m", "heron_edge")
+    assert [c.description for c in edge.ready_checks] == [
+        HttpOk("http://127.0.0.1:19100/healthz/live").description
+    ]
+    assert edge.listens == (("127.0.0.1", 18443), ("127.0.0.1", 18880), ("127.0.0.1", 19100))
+
+
+def test_the_edge_gets_its_settings_and_managements_address(settings: StackSettings) -> None:
+    *_, edge = stack_specs(settings, stderr_is_tty=False)
+
+    assert edge.env["HERON_PROXY_DOMAIN"] == "heron.localhost"
+    assert edge.env["HERON_PROXY_MANAGEMENT_URL"] == "http://127.0.0.1:50051"
+    assert edge.env["HERON_PROXY_HEALTH_ADDRESS"] == "127.0.0.1:9100"
+    assert edge.env["HERON_PROXY_LOCAL_CA"] == "true"
+    assert edge.env["HERON_PROXY_WG_PORT"] == "51820"
+    assert edge.env["HERON_PROXY_WIREGUARD_INTERFACE"] == "heron-edge"
+    assert edge.env["HERON_PROXY_WIREGUARD_ENDPOINT"] == "127.0.0.1:51820"
+    assert edge.env["HERON_DATA_DIR"] == str(settings.data_path)
+    assert edge.env["HERON_NATS_URL"] == "nats://127.0.0.1:14222"
+
+
+def test_a_public_proxy_domain_is_the_wireguard_endpoint(settings: StackSettings) -> None:
+    public = settings.model_copy(update={"proxy_domain": "proxy.example.com", "proxy_wg_port": 5})
+
+    *_, edge = stack_specs(public, stderr_is_tty=False)
+
+    assert edge.env["HERON_PROXY_WIREGUARD_ENDPOINT"] == "proxy.example.com:5"
+
+
+def test_management_and_the_edge_share_a_fresh_proxy_token(settings: StackSettings) -> None:
+    _, management, edge = stack_specs(settings, stderr_is_tty=False)
+    _, again, _ = stack_specs(settings, stderr_is_tty=False)
+
+    token = edge.env["HERON_PROXY_TOKEN"]
+    assert management.env["HERON_MANAGEMENT_EDGE_TOKEN"] == token
+    assert is_well_formed(token, PROXY_TOKEN_PREFIX)
+    assert again.env["HERON_MANAGEMENT_EDGE_TOKEN"] != token  # one per start
+
+
+def test_a_chosen_edge_token_is_used(settings: StackSettings) -> None:
+    chosen = generate_token(PROXY_TOKEN_PREFIX)
+    given = settings.model_copy(update={"management_edge_token": SecretStr(chosen)})
+
+    _, management, edge = stack_specs(given, stderr_is_tty=False)
+
+    assert management.env["HERON_MANAGEMENT_EDGE_TOKEN"] == edge.env["HERON_PROXY_TOKEN"] == chosen
+
+
+@pytest.mark.parametrize(
+    ("root", "https", "http"), [(True, ":443", ":80"), (False, ":8443", ":8880")]
+)
+def test_public_ports_shift_when_not_root(
+    monkeypatch: pytest.MonkeyPatch, root: bool, https: str, http: str
+) -> None:
+    monkeypatch.setattr(settings_module, "_is_root", lambda: root)
+
+    shifted = StackSettings()
+
+    assert (shifted.proxy_address, shifted.proxy_http_address) == (https, http)
+
+
+def test_an_address_without_a_port_is_refused() -> None:
+    with pytest.raises(ValidationError, match="must be host:port"):
+        StackSettings(proxy_address="127.0.0.1")
+
+
+def test_the_banner_names_the_services_url_the_local_ca_and_wireguard(
+    settings: StackSettings,
+) -> None:
+    edge_settings = settings.model_copy(
+        update={"proxy_address": ":8443", "proxy_http_address": ":8880", "proxy_wg_port": 51999}
+    )
+
+    banner = render_banner(edge_settings)
+
+    assert "https://<name>.heron.localhost:8443" in banner
+    assert "http://<name>.heron.localhost:8880" in banner
+    assert str(settings.data_path / "edge" / "local-ca" / "root.crt") in banner
+    assert "127.0.0.1:51999 UDP" in banner
+    assert "http://127.0.0.1:9100/healthz/ready" in banner
+    assert (
+        render_banner(settings.model_copy(update={"proxy_address": ":443"})).count(
+            "https://<name>.heron.localhost "
+        )
+        == 1
+    )
+
+
+def test_an_empty_http_address_means_no_plain_http_listener(settings: StackSettings) -> None:
+    without = settings.model_copy(update={"proxy_address": ":18443", "proxy_http_address": ""})
+
+    *_, edge = stack_specs(without, stderr_is_tty=False)
+
+    assert edge.listens == (("127.0.0.1", 18443), ("127.0.0.1", 9100))
+    assert "http://<name>" not in render_banner(without)

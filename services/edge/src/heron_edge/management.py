@@ -8,7 +8,7 @@ each acked once applied). On any error: reconnect with backoff and start again f
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -17,15 +17,16 @@ from grpc import aio
 
 from heron_core.backoff import Backoff
 from heron_core.errors import HeronError
-from heron_core.types import ServiceMode
+from heron_core.types import PathRewrite, ServiceMode, TargetProtocol
 from heron_edge import __version__
 from heron_edge.connector import DEFAULT_FORWARDER_PORT, StreamTarget
-from heron_edge.routes import Route, RouteTable, RouteTarget
+from heron_edge.routes import Route, RouteTable, RouteTarget, RoutingTable, TargetOptions
 from heron_edge.tunnel import AgentPeer, EdgeTunnel
 from heron_proto.channel import open_channel
 from heron_proto.heron.v1 import proxy_pb2
 from heron_proto.heron.v1.proxy_pb2_grpc import ProxyServiceStub
 from heron_tunnel.header import Protocol
+from heron_tunnel.wireguard import WireGuardError
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +39,21 @@ _MODES = {
     proxy_pb2.SERVICE_MODE_UDP: ServiceMode.UDP,
     proxy_pb2.SERVICE_MODE_TLS: ServiceMode.TLS,
 }
+_PROTOCOLS = {
+    proxy_pb2.TARGET_PROTOCOL_HTTP: TargetProtocol.HTTP,
+    proxy_pb2.TARGET_PROTOCOL_HTTPS: TargetProtocol.HTTPS,
+    proxy_pb2.TARGET_PROTOCOL_TCP: TargetProtocol.TCP,
+    proxy_pb2.TARGET_PROTOCOL_UDP: TargetProtocol.UDP,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceFact:
+    """What this edge reports about one service; management derives its status from it."""
+
+    tunnel_up: bool
+    certificate_available: bool
+    error: str = ""
 
 
 class EdgeRefusedError(HeronError):
@@ -58,15 +74,43 @@ class ManagementLink:
     """Keeps the config stream up and applies it to the tunnel and the route table."""
 
     def __init__(
-        self, url: str, token: str, identity: Identity, tunnel: EdgeTunnel, routes: RouteTable
+        self,
+        url: str,
+        token: str,
+        identity: Identity,
+        tunnel: EdgeTunnel,
+        routes: RouteTable,
+        *,
+        on_table: Callable[[RoutingTable], None] = lambda _: None,
+        on_synced: Callable[[], None] = lambda: None,
     ) -> None:
         self.url = url
         self._token = token
         self._identity = identity
         self._tunnel = tunnel
         self._routes = routes
+        self._on_table = on_table
+        self._on_synced = on_synced
         self._forwarder_ports: dict[str, int] = {}
+        self._outgoing: asyncio.Queue[proxy_pb2.EdgeMessage | None] | None = None
         self.connected = False
+
+    def send_status(self, service_id: str, fact: ServiceFact) -> bool:
+        """Queue a ``ServiceStatus`` on the current stream; False when there is none."""
+        outgoing = self._outgoing
+        if outgoing is None or not self.connected:
+            return False
+        outgoing.put_nowait(
+            proxy_pb2.EdgeMessage(
+                service_status=proxy_pb2.ServiceStatus(
+                    service_id=service_id,
+                    tunnel_up=fact.tunnel_up,
+                    certificate_available=fact.certificate_available,
+                    error_message=fact.error[:1024],
+                )
+            )
+        )
+        return True
 
     async def run(self) -> None:
         """Forever: connect, apply, reconnect. Raises ``EdgeRefusedError`` when refused."""
@@ -104,10 +148,12 @@ class ManagementLink:
                 yield message
 
         call = stub.Sync(requests(), metadata=(("authorization", f"Bearer {self._token}"),))
+        self._outgoing = outgoing
         try:
             async for message in call:
                 await self._apply(message, outgoing)
         finally:
+            self._outgoing = None
             outgoing.put_nowait(None)
             call.cancel()
 
@@ -133,7 +179,11 @@ class ManagementLink:
         kind = message.WhichOneof("message")
         if kind == "edge_setup":
             setup = message.edge_setup
-            await self._tunnel.ensure_up(setup.overlay_address, setup.overlay_network)
+            try:
+                await self._tunnel.ensure_up(setup.overlay_address, setup.overlay_network)
+            except WireGuardError as exc:
+                # the edge still serves (and says why no target is reachable) rather than stop
+                log.error("the WireGuard interface cannot come up", error=str(exc))
             self.connected = True
             log.info("registered with management", overlay_address=setup.overlay_address)
         elif kind == "tunnel_peers":
@@ -144,7 +194,10 @@ class ManagementLink:
             self._forwarder_ports = {
                 p.overlay_address: p.forwarder_port or DEFAULT_FORWARDER_PORT for p in peers
             }
-            await self._tunnel.set_peers(peers)
+            try:
+                await self._tunnel.set_peers(peers)
+            except WireGuardError as exc:
+                log.error("tunnel peers not applied", error=str(exc))
             log.info("tunnel peers applied", peers=len(peers))
         elif kind == "config_batch":
             batch = message.config_batch
@@ -165,6 +218,10 @@ class ManagementLink:
         if batch.snapshot_complete:
             gone = self._routes.finish_snapshot()
             log.info("snapshot applied", services=len(self._routes.routes), dropped=len(gone))
+        if self._routes.ready:
+            self._on_table(self._routes.freeze())
+        if batch.snapshot_complete:
+            self._on_synced()
 
     def _route(self, mapping: proxy_pb2.ServiceMapping) -> Route:
         mode = _MODES.get(mapping.mode, ServiceMode.HTTP)
@@ -184,9 +241,35 @@ class ManagementLink:
                 ),
                 path=t.path,
                 enabled=t.enabled,
+                protocol=_PROTOCOLS.get(t.protocol, TargetProtocol.HTTP),
+                options=_options(t.options),
             )
             for t in mapping.targets
         )
         return Route(
-            mapping.id, mapping.account_id, mapping.domain, mode, mapping.listen_port, targets
+            mapping.id,
+            mapping.account_id,
+            mapping.domain.lower(),
+            mode,
+            mapping.listen_port,
+            targets,
+            pass_host_header=mapping.pass_host_header,
+            rewrite_redirects=mapping.rewrite_redirects,
         )
+
+
+def _options(options: proxy_pb2.TargetOptions) -> TargetOptions:
+    return TargetOptions(
+        skip_tls_verify=options.skip_tls_verify,
+        request_timeout_s=options.request_timeout_ms / 1000 if options.request_timeout_ms else None,
+        path_rewrite=(
+            PathRewrite.PRESERVE
+            if options.path_rewrite == proxy_pb2.PATH_REWRITE_PRESERVE
+            else PathRewrite.STRIP
+        ),
+        custom_headers=tuple(sorted(options.custom_headers.items())),
+        proxy_protocol=options.proxy_protocol,
+        session_idle_timeout_s=(
+            options.session_idle_timeout_ms / 1000 if options.session_idle_timeout_ms else None
+        ),
+    )

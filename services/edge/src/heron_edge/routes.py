@@ -1,25 +1,52 @@
-"""The services this edge serves, as the config stream delivered them.
+"""The services this edge serves: the config stream's state and the immutable table built from it.
 
-A route holds what the data plane needs to send a connection somewhere: the service's domain
-and mode, and its targets as ``StreamTarget``s (the agent to ask, what it dials). The L7 and L4
-proxies look services up here; this module only keeps the table consistent with the stream.
+``RouteTable`` is the control side's working copy: the config stream upserts and removes
+routes in it, one batch at a time. After each batch the control side builds a ``RoutingTable``
+(frozen, picklable) and hands it to the data plane, which swaps one reference: a request sees
+one consistent table from start to end, and nothing on the hot path takes a lock.
+
+Path prefixes match at segment boundaries (``/api`` matches ``/api`` and ``/api/x``, never
+``/apiv2``) and the longest prefix wins, as the service model says.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from heron_core.types import ServiceMode
+from heron_core.types import PathRewrite, ServiceMode, TargetProtocol
 from heron_edge.connector import StreamTarget
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class TargetOptions:
+    skip_tls_verify: bool = False
+    #: connect through the tunnel *and* wait for the response headers; None: the edge default
+    request_timeout_s: float | None = None
+    path_rewrite: PathRewrite = PathRewrite.STRIP
+    custom_headers: tuple[tuple[str, str], ...] = ()
+    proxy_protocol: bool = False
+    session_idle_timeout_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RouteTarget:
     id: str
     stream: StreamTarget
     path: str  # HTTP path prefix; "" for L4
     enabled: bool
+    protocol: TargetProtocol = TargetProtocol.HTTP
+    options: TargetOptions = TargetOptions()
+
+    @property
+    def authority(self) -> str:
+        """``host[:port]`` as the backend knows itself (the port left out when it is the default)."""
+        host = self.stream.host or "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        default = 443 if self.protocol is TargetProtocol.HTTPS else 80
+        return host if self.stream.port == default else f"{host}:{self.stream.port}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Route:
     id: str
     account_id: str
@@ -27,13 +54,76 @@ class Route:
     mode: ServiceMode
     listen_port: int
     targets: tuple[RouteTarget, ...]
+    pass_host_header: bool = False
+    rewrite_redirects: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PathRoute:
+    """One enabled target of an HTTP service with its prefix, ready for matching."""
+
+    prefix: str
+    #: ``prefix`` ending in ``/``: what a longer path must start with to match at a boundary
+    prefix_dir: str
+    target: RouteTarget
+
+    def matches(self, path: str) -> bool:
+        return path.startswith(self.prefix_dir) or path == self.prefix
+
+
+@dataclass(frozen=True, slots=True)
+class HttpService:
+    route: Route
+    #: enabled targets, longest prefix first
+    paths: tuple[PathRoute, ...]
+
+    def match(self, path: str) -> PathRoute | None:
+        for candidate in self.paths:
+            if candidate.matches(path):
+                return candidate
+        return None
+
+
+def http_service(route: Route) -> HttpService:
+    paths = []
+    for target in route.targets:
+        if not target.enabled:
+            continue
+        prefix = target.path or "/"
+        prefix_dir = prefix if prefix.endswith("/") else prefix + "/"
+        paths.append(PathRoute(prefix, prefix_dir, target))
+    paths.sort(key=lambda p: len(p.prefix), reverse=True)
+    return HttpService(route, tuple(paths))
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    """What the data plane serves; never changed once built."""
+
+    version: int = 0
+    #: HTTP services by their (lower-case) domain
+    http: dict[str, HttpService] = field(default_factory=dict)
+    routes: dict[str, Route] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, version: int, routes: Iterable[Route]) -> "RoutingTable":
+        by_id = {route.id: route for route in routes}
+        http = {
+            route.domain: http_service(route)
+            for route in by_id.values()
+            if route.mode is ServiceMode.HTTP
+        }
+        return cls(version, http, by_id)
 
 
 @dataclass
 class RouteTable:
+    """The control side's working copy, kept consistent with the config stream."""
+
     routes: dict[str, Route] = field(default_factory=dict)
     #: the first snapshot has been applied: until then the edge serves nothing and is not ready
     ready: bool = False
+    version: int = 0
     _pending_snapshot: set[str] | None = None
 
     def begin_snapshot(self) -> None:
@@ -60,3 +150,8 @@ class RouteTable:
     def by_domain(self, domain: str) -> Route | None:
         domain = domain.lower().rstrip(".")
         return next((r for r in self.routes.values() if r.domain == domain), None)
+
+    def freeze(self) -> RoutingTable:
+        """A new immutable table of what is held now (disabled services are not held)."""
+        self.version += 1
+        return RoutingTable.build(self.version, self.routes.values())

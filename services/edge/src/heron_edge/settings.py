@@ -1,12 +1,17 @@
 """The edge's settings: ``HERON_PROXY_*`` (NetBird's ``NB_PROXY_*`` names are accepted too)."""
 
+import os
 import socket
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from heron_core.duration import parse_duration_ms
 from heron_core.settings import HeronSettings
+from heron_edge.address import Address
+from heron_edge.http.proxy import HttpLimits
+from heron_edge.http.upstream import PoolLimits
 
 
 def _env(name: str, *, netbird: bool = True) -> AliasChoices:
@@ -60,6 +65,147 @@ class EdgeSettings(HeronSettings):
         default=True, validation_alias=_env("SUPPORTS_CUSTOM_PORTS")
     )
     proxy_require_subdomain: bool = Field(default=False, validation_alias=_env("REQUIRE_SUBDOMAIN"))
+    proxy_address: str = Field(
+        default=":443",
+        validation_alias=_env("ADDRESS"),
+        description="the main listener (SNI router: HTTP services and, later, TLS passthrough)",
+    )
+    proxy_http_address: str = Field(
+        default=":80",
+        validation_alias=_env("HTTP_ADDRESS", netbird=False),
+        description="the port-80 listener (redirect to HTTPS); empty: none",
+    )
+    proxy_health_address: str = Field(
+        default="127.0.0.1:9100",
+        validation_alias=_env("HEALTH_ADDRESS"),
+        description="`/healthz/live` and `/healthz/ready`",
+    )
+    proxy_workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        validation_alias=_env("WORKERS", netbird=False),
+        description="data-plane worker processes sharing the ports (SO_REUSEPORT); "
+        "0: one per CPU, at most 8",
+    )
+    proxy_certificate_directory: Path = Field(
+        default=Path("certs"),
+        validation_alias=_env("CERTIFICATE_DIRECTORY"),
+        description="static certificate mode: the directory of the certificate and key files",
+    )
+    proxy_certificate_file: str = Field(
+        default="tls.crt", validation_alias=_env("CERTIFICATE_FILE"),
+        description="static certificate (chain) file name in the certificate directory",
+    )  # fmt: skip
+    proxy_certificate_key_file: str = Field(
+        default="tls.key", validation_alias=_env("CERTIFICATE_KEY_FILE"),
+        description="static certificate key file name in the certificate directory",
+    )  # fmt: skip
+    proxy_wildcard_cert_dir: Path | None = Field(
+        default=None,
+        validation_alias=_env("WILDCARD_CERT_DIR"),
+        description="a directory of `<name>.crt`/`<name>.key` pairs, each served for its SANs",
+    )
+    proxy_local_ca: bool = Field(
+        default=False,
+        validation_alias=_env("LOCAL_CA", netbird=False),
+        description="issue a certificate per domain from a local CA kept in the data directory "
+        "(the stack's default; clients must trust `<data dir>/edge/local-ca/root.crt`)",
+    )
+    proxy_upstream_ca_file: str | None = Field(
+        default=None,
+        validation_alias=_env("UPSTREAM_CA_FILE", netbird=False),
+        description="CA bundle that `https` targets are verified against; default: the system's",
+    )
+    proxy_request_timeout: str = Field(
+        default="60s",
+        validation_alias=_env("REQUEST_TIMEOUT", netbird=False),
+        description="default wait for a target (tunnel, dial and response headers)",
+    )
+    proxy_header_timeout: str = Field(
+        default="10s", validation_alias=_env("HEADER_TIMEOUT", netbird=False),
+        description="a client must send a request's headers within this",
+    )  # fmt: skip
+    proxy_idle_timeout: str = Field(
+        default="120s", validation_alias=_env("IDLE_TIMEOUT", netbird=False),
+        description="a kept-alive client connection with no request is closed after this",
+    )  # fmt: skip
+    proxy_stream_idle_timeout: str = Field(
+        default="300s", validation_alias=_env("STREAM_IDLE_TIMEOUT", netbird=False),
+        description="a body or upgraded (WebSocket) stream that moves no byte is cut after this",
+    )  # fmt: skip
+    proxy_max_header_bytes: int = Field(
+        default=65536, ge=1024, validation_alias=_env("MAX_HEADER_BYTES", netbird=False),
+        description="request line and headers larger than this get a 431",
+    )  # fmt: skip
+    proxy_max_headers: int = Field(
+        default=100, ge=8, validation_alias=_env("MAX_HEADERS", netbird=False),
+        description="requests with more header fields get a 431",
+    )  # fmt: skip
+    proxy_max_idle_conns_per_target: int = Field(
+        default=64, ge=0, validation_alias=_env("MAX_IDLE_CONNS_PER_HOST"),
+        description="kept-alive connections per target",
+    )  # fmt: skip
+    proxy_max_conns_per_target: int = Field(
+        default=512, ge=1, validation_alias=_env("MAX_CONNS_PER_HOST"),
+        description="open connections per target; more requests wait",
+    )  # fmt: skip
+    proxy_idle_conn_timeout: str = Field(
+        default="60s", validation_alias=_env("IDLE_CONN_TIMEOUT"),
+        description="a kept-alive connection to a target is closed after this idle time",
+    )  # fmt: skip
+
+    @field_validator(
+        "proxy_request_timeout",
+        "proxy_header_timeout",
+        "proxy_idle_timeout",
+        "proxy_stream_idle_timeout",
+        "proxy_idle_conn_timeout",
+    )
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration_ms(value)
+        return value
+
+    @field_validator("proxy_address", "proxy_health_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        Address.parse(value)
+        return value
+
+    @field_validator("proxy_http_address")
+    @classmethod
+    def _optional_address(cls, value: str) -> str:
+        if value:
+            Address.parse(value)
+        return value
+
+    def http_limits(self) -> HttpLimits:
+        def seconds(value: str) -> float:
+            return parse_duration_ms(value) / 1000
+
+        return HttpLimits(
+            header_timeout_s=seconds(self.proxy_header_timeout),
+            keepalive_timeout_s=seconds(self.proxy_idle_timeout),
+            stream_idle_timeout_s=seconds(self.proxy_stream_idle_timeout),
+            request_timeout_s=seconds(self.proxy_request_timeout),
+            max_header_bytes=self.proxy_max_header_bytes,
+            max_headers=self.proxy_max_headers,
+            upstream_ca_file=self.proxy_upstream_ca_file,
+            pool=PoolLimits(
+                max_idle=self.proxy_max_idle_conns_per_target,
+                max_open=self.proxy_max_conns_per_target,
+                idle_timeout_s=seconds(self.proxy_idle_conn_timeout),
+            ),
+        )
+
+    @property
+    def worker_count(self) -> int:
+        return self.proxy_workers or min(os.cpu_count() or 1, 8)
+
+    @property
+    def local_ca_dir(self) -> Path:
+        return Path(self.data_dir) / "edge" / "local-ca"
 
     @property
     def key_file(self) -> Path:

@@ -2,7 +2,7 @@
 
 from urllib.parse import urlsplit, urlunsplit
 
-from heron_stack.settings import StackSettings
+from heron_stack.settings import StackSettings, split_address
 
 
 def banner_rows(settings: StackSettings) -> list[tuple[str, str]]:
@@ -17,6 +17,14 @@ def banner_rows(settings: StackSettings) -> list[tuple[str, str]]:
             "gRPC",
             f"{settings.management_grpc_url} (heron up --management …, HERON_PROXY_MANAGEMENT_URL)",
         ),
+        ("services", _service_urls(settings)),
+        ("local CA", f"{settings.edge_local_ca_certificate} (trust it to open services)"),
+        (
+            "WireGuard",
+            f"{settings.edge_wireguard_endpoint} UDP, interface "
+            f"{settings.proxy_wireguard_interface} (agents reach the edge here)",
+        ),
+        ("edge health", _edge_health(settings)),
         ("NATS", f"{settings.nats_url} (JetStream store {data / 'nats'})"),
         ("data dir", str(data)),
         ("database", _database(settings)),
@@ -32,6 +40,28 @@ def render_banner(settings: StackSettings) -> str:
     rule = "=" * max(len(line) for line in body)
     title = f"  Heron is ready ({settings.mode.value} mode); stop it with Ctrl-C"
     return "\n".join(["", rule, title, rule, *body, rule, ""]) + "\n"
+
+
+def _service_urls(settings: StackSettings) -> str:
+    """The URL pattern of the edge's services (the port left out where it is the scheme's)."""
+    domain = settings.proxy_domain
+    https = f"https://<name>.{domain}{_port_suffix(settings.proxy_address, default=443)}"
+    if not settings.proxy_http_address:
+        return https
+    http = f"http://<name>.{domain}{_port_suffix(settings.proxy_http_address, default=80)}"
+    return f"{https} ({http} redirects there)"
+
+
+def _edge_health(settings: StackSettings) -> str:
+    host, port = split_address(settings.proxy_health_address)
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1"}.get(host, host)  # noqa: S104
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}/healthz/ready"
+
+
+def _port_suffix(address: str, *, default: int) -> str:
+    port = split_address(address)[1]
+    return "" if port == default else f":{port}"
 
 
 def _database(settings: StackSettings) -> str:

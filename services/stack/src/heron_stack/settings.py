@@ -1,14 +1,43 @@
 """The stack runner's settings: its own ``HERON_STACK_*`` knobs plus the shared names it passes on.
 
-Every field's description is the user documentation; README.md repeats them in one table.
+Every field's description is the user documentation; README.md repeats them in one table. The
+edge's public listeners default to the standard ports as root and to unprivileged ones
+otherwise (binding below 1024 needs root), so ``scripts/run`` works for anyone.
 """
 
+import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from heron_core.settings import HeronSettings, RunMode
+
+#: public ports the stack's edge takes when it may not bind privileged ones
+UNPRIVILEGED_HTTPS_PORT = 8443
+UNPRIVILEGED_HTTP_PORT = 8880
+#: proxy domains that only this machine resolves: agents here reach the edge on loopback
+_LOCAL_SUFFIX = ".localhost"
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _default_proxy_address() -> str:
+    return ":443" if _is_root() else f":{UNPRIVILEGED_HTTPS_PORT}"
+
+
+def _default_proxy_http_address() -> str:
+    return ":80" if _is_root() else f":{UNPRIVILEGED_HTTP_PORT}"
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port``, ``:port`` or ``[v6]:port`` as ``(host, port)``; host ``""``: every address."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"address {address!r} must be host:port or :port, e.g. :8443")
+    return host.removeprefix("[").removesuffix("]"), int(port)
 
 
 class StackSettings(HeronSettings):
@@ -41,6 +70,42 @@ class StackSettings(HeronSettings):
         default=None,
         description="passed through to management: the owner's API token (generated if unset)",
     )
+    management_edge_token: SecretStr | None = Field(
+        default=None,
+        description="the embedded edge's proxy token, given to management and to the edge; "
+        "a fresh one is generated on every start when unset",
+    )
+    proxy_domain: str = Field(
+        default="heron.localhost",
+        description="the edge's cluster domain: services are reached as https://<name>.<domain>",
+    )
+    proxy_address: str = Field(
+        default_factory=_default_proxy_address,
+        description="the edge's main (HTTPS, TLS) listener, `host:port` or `:port`",
+    )
+    proxy_http_address: str = Field(
+        default_factory=_default_proxy_http_address,
+        description="the edge's plain HTTP listener (ACME http-01, redirects to HTTPS); "
+        "empty: none",
+    )
+    proxy_health_address: str = Field(
+        default="127.0.0.1:9100",
+        description="the edge's health and metrics listener (`/healthz/live`, `/healthz/ready`)",
+    )
+    proxy_wg_port: int = Field(
+        default=51820, ge=1, le=65535, description="the edge's WireGuard UDP port"
+    )
+    proxy_wireguard_interface: str = Field(
+        default="heron-edge",
+        min_length=1,
+        max_length=15,
+        description="the edge's WireGuard interface name, unique on the host",
+    )
+    proxy_wireguard_endpoint: str | None = Field(
+        default=None,
+        description="the `host:port` agents dial for the edge's WireGuard; default "
+        "`<proxy domain>:<WG port>`, or `127.0.0.1:<WG port>` for a `.localhost` domain",
+    )
     stack_ready_timeout_s: float = Field(
         default=60.0, gt=0, description="how long each service may take to become ready"
     )
@@ -57,6 +122,13 @@ class StackSettings(HeronSettings):
         default=60.0, gt=0, description="a service up this long gets the first delay again"
     )
 
+    @field_validator("proxy_address", "proxy_http_address", "proxy_health_address")
+    @classmethod
+    def _is_an_address(cls, value: str, info: ValidationInfo) -> str:
+        if value or info.field_name != "proxy_http_address":
+            split_address(value)
+        return value
+
     @property
     def data_path(self) -> Path:
         """The data directory as an absolute path, so children agree on it whatever their cwd."""
@@ -71,6 +143,19 @@ class StackSettings(HeronSettings):
         host = self.management_grpc_host
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.management_grpc_port}"
+
+    @property
+    def edge_wireguard_endpoint(self) -> str:
+        if self.proxy_wireguard_endpoint:
+            return self.proxy_wireguard_endpoint
+        domain = self.proxy_domain.lower().rstrip(".")
+        local = domain == "localhost" or domain.endswith(_LOCAL_SUFFIX)
+        return f"{'127.0.0.1' if local else domain}:{self.proxy_wg_port}"
+
+    @property
+    def edge_local_ca_certificate(self) -> Path:
+        """Where the edge's local CA keeps its root certificate (``HERON_PROXY_LOCAL_CA``)."""
+        return self.data_path / "edge" / "local-ca" / "root.crt"
 
     @property
     def management_url(self) -> str:

@@ -1,7 +1,12 @@
 """What the stack runs: one ``ServiceSpec`` per service, started in table order.
 
-A later service (edge, certmanager, authgateway, accesslog) is one more entry in
-``stack_specs``: its command line, the environment it needs, how to tell it is ready.
+A later service (certmanager, authgateway, accesslog) is one more entry in ``stack_specs``: its
+command line, the environment it needs, how to tell it is ready.
+
+The edge authenticates to management with a proxy token that the runner makes itself, one per
+start (unless ``HERON_MANAGEMENT_EDGE_TOKEN`` names one), and hands to both in their environment:
+nothing secret is written to disk, a token never outlives the run it was made for, and management
+replaces the previous run's token when it starts (``HERON_MANAGEMENT_EDGE_TOKEN``).
 """
 
 import sys
@@ -9,9 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from heron_bus.embedded import nats_server_args
+from heron_core.secret_tokens import PROXY_TOKEN_PREFIX, generate_token
 from heron_core.settings import LogFormat
 from heron_stack.readiness import HttpOk, ReadyCheck, TcpAccepting
-from heron_stack.settings import StackSettings
+from heron_stack.settings import StackSettings, split_address
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,13 @@ class ServiceSpec:
 
 def stack_specs(settings: StackSettings, *, stderr_is_tty: bool) -> list[ServiceSpec]:
     """The whole stack on one machine, in start order."""
-    return [nats_spec(settings), management_spec(settings, stderr_is_tty=stderr_is_tty)]
+    given = settings.management_edge_token
+    edge_token = given.get_secret_value() if given else generate_token(PROXY_TOKEN_PREFIX)
+    return [
+        nats_spec(settings),
+        management_spec(settings, edge_token, stderr_is_tty=stderr_is_tty),
+        edge_spec(settings, edge_token, stderr_is_tty=stderr_is_tty),
+    ]
 
 
 def nats_spec(settings: StackSettings) -> ServiceSpec:
@@ -48,7 +60,9 @@ def nats_spec(settings: StackSettings) -> ServiceSpec:
     )
 
 
-def management_spec(settings: StackSettings, *, stderr_is_tty: bool) -> ServiceSpec:
+def management_spec(
+    settings: StackSettings, edge_token: str, *, stderr_is_tty: bool
+) -> ServiceSpec:
     url = settings.management_url
     return ServiceSpec(
         name="management",
@@ -59,6 +73,7 @@ def management_spec(settings: StackSettings, *, stderr_is_tty: bool) -> ServiceS
             "HERON_MANAGEMENT_PORT": str(settings.management_port),
             "HERON_MANAGEMENT_GRPC_HOST": settings.management_grpc_host,
             "HERON_MANAGEMENT_GRPC_PORT": str(settings.management_grpc_port),
+            "HERON_MANAGEMENT_EDGE_TOKEN": edge_token,
         },
         ready_checks=(
             HttpOk(f"{url}/healthz"),
@@ -72,6 +87,50 @@ def management_spec(settings: StackSettings, *, stderr_is_tty: bool) -> ServiceS
             (_connectable(settings.management_grpc_host), settings.management_grpc_port),
         ),
     )
+
+
+def edge_spec(settings: StackSettings, edge_token: str, *, stderr_is_tty: bool) -> ServiceSpec:
+    """The edge, ready once it is alive: without root it may never get its WireGuard interface
+    (and so never be *ready*), but it keeps running and says why, and the stack still comes up."""
+    grpc_host = _connectable(settings.management_grpc_host)
+    grpc_host = f"[{grpc_host}]" if ":" in grpc_host else grpc_host
+    health_host, health_port = _knock_at(settings.proxy_health_address)
+    health = f"[{health_host}]" if ":" in health_host else health_host
+    return ServiceSpec(
+        name="edge",
+        argv=(sys.executable, "-m", "heron_edge"),
+        env={
+            **shared_env(settings, stderr_is_tty=stderr_is_tty),
+            "HERON_PROXY_DOMAIN": settings.proxy_domain,
+            "HERON_PROXY_TOKEN": edge_token,
+            "HERON_PROXY_MANAGEMENT_URL": f"http://{grpc_host}:{settings.management_grpc_port}",
+            # plain gRPC to management on this very machine: the token never leaves the host
+            "HERON_PROXY_ALLOW_INSECURE": "true",
+            "HERON_PROXY_ADDRESS": settings.proxy_address,
+            "HERON_PROXY_HTTP_ADDRESS": settings.proxy_http_address,
+            "HERON_PROXY_HEALTH_ADDRESS": settings.proxy_health_address,
+            "HERON_PROXY_LOCAL_CA": "true",  # no ACME on a laptop: a local CA signs each domain
+            "HERON_PROXY_WG_PORT": str(settings.proxy_wg_port),
+            "HERON_PROXY_WIREGUARD_INTERFACE": settings.proxy_wireguard_interface,
+            "HERON_PROXY_WIREGUARD_ENDPOINT": settings.edge_wireguard_endpoint,
+        },
+        ready_checks=(HttpOk(f"http://{health}:{health_port}/healthz/live"),),
+        listens=tuple(
+            _knock_at(address)
+            for address in (
+                settings.proxy_address,
+                settings.proxy_http_address,
+                settings.proxy_health_address,
+            )
+            if address  # an empty HTTP address: no such listener
+        ),
+    )
+
+
+def _knock_at(address: str) -> tuple[str, int]:
+    """Where to knock for a listener on ``address`` (``:port`` listens everywhere)."""
+    host, port = split_address(address)
+    return _connectable(host or "0.0.0.0"), port  # noqa: S104  (compared, not bound)
 
 
 def _connectable(host: str) -> str:

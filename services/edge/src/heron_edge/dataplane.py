@@ -1,0 +1,278 @@
+"""The data plane of one process: the main port's SNI router, TLS termination, port 80.
+
+The main port accepts raw connections and peeks at the TLS ClientHello without consuming it
+(``heron_edge.tls.peek``): the SNI picks the certificate, and the socket is handed to the event
+loop's TLS with the bytes still queued in the kernel. (TLS passthrough services join here with
+the L4 issue.) A connection that is not TLS gets a plain-text 400 saying to use https://.
+
+Port 80 answers with a redirect to HTTPS (and, with the certificates issue, http-01 challenges).
+
+Listeners are bound with ``SO_REUSEPORT`` so several worker processes, each with its own
+``DataPlane``, share the ports and the kernel spreads connections across them.
+"""
+
+import asyncio
+import contextlib
+import errno
+import socket
+
+import httptools
+import structlog
+
+from heron_core.tasks import spawn
+from heron_edge.address import Address
+from heron_edge.certs.contexts import ServerContexts
+from heron_edge.certs.snapshot import CertificateSnapshot
+from heron_edge.http.pages import page, redirect
+from heron_edge.http.proxy import HttpConnection, ProxyContext
+from heron_edge.routes import RoutingTable
+from heron_edge.tls.clienthello import NotTls
+from heron_edge.tls.peek import PeekError, peek_client_hello
+
+log = structlog.get_logger(__name__)
+
+ACCEPT_BATCH = 64
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
+
+
+def bind_listener(address: Address, *, reuse_port: bool, backlog: int = 1024) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((address.host, address.port))
+        sock.listen(backlog)
+        sock.setblocking(False)  # noqa: FBT003  (the socket API's own signature)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def check_free(address: Address) -> None:
+    """Raise ``OSError`` if something else holds ``address``: binding without ``SO_REUSEPORT``
+    fails then, where the workers' ``SO_REUSEPORT`` binds could silently share it with an old
+    edge still running."""
+    bind_listener(address, reuse_port=False).close()
+
+
+class DataPlane:
+    """The public listeners of one process and what they serve."""
+
+    def __init__(
+        self,
+        ctx: ProxyContext,
+        *,
+        main: Address,
+        http: Address | None,
+        reuse_port: bool = True,
+        peek_timeout_s: float = 10.0,
+    ) -> None:
+        self.ctx = ctx
+        self.contexts = ServerContexts()
+        self._main_address = main
+        self._http_address = http
+        self._reuse_port = reuse_port
+        self._peek_timeout_s = peek_timeout_s
+        self._main: socket.socket | None = None
+        self._http_server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._handshakes: set[asyncio.Task[None]] = set()
+        self._accept_paused_until = 0.0
+
+    @property
+    def main_port(self) -> int:
+        assert self._main is not None
+        port: int = self._main.getsockname()[1]
+        return port
+
+    @property
+    def http_port(self) -> int | None:
+        if self._http_server is None:
+            return None
+        port: int = self._http_server.sockets[0].getsockname()[1]
+        return port
+
+    def apply_table(self, table: RoutingTable) -> None:
+        self.ctx.set_table(table)
+
+    def apply_certificates(self, snapshot: CertificateSnapshot) -> None:
+        self.contexts.update(snapshot)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._main = bind_listener(self._main_address, reuse_port=self._reuse_port)
+        loop.add_reader(self._main.fileno(), self._accept)
+        if self._http_address is not None:
+            sock = bind_listener(self._http_address, reuse_port=self._reuse_port)
+            self._http_server = await loop.create_server(
+                lambda: RedirectConnection(self), sock=sock
+            )
+        self._sweeper = spawn(self.ctx.run_sweeper(), name="http sweeper")
+        log.info(
+            "listening",
+            main=str(self._main_address.__class__(self._main_address.host, self.main_port)),
+            http=self.http_port,
+        )
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop accepting, let exchanges in flight finish for ``grace_s``, then close."""
+        loop = asyncio.get_running_loop()
+        if self._main is not None:
+            loop.remove_reader(self._main.fileno())
+            self._main.close()
+            self._main = None
+        if self._http_server is not None:
+            self._http_server.close()
+        deadline = loop.time() + grace_s
+        # a short poll: connections finish in callbacks, and an event per exchange would cost
+        # every request something for the benefit of shutdown only
+        while any(conn.busy for conn in self.ctx.connections) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for task in list(self._handshakes):
+            task.cancel()
+        self.ctx.close()
+
+    # --- the main port
+    def _accept(self) -> None:
+        listener = self._main
+        if listener is None:
+            return
+        loop = asyncio.get_running_loop()
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # out of descriptors: stop accepting for a moment rather than spin
+                    log.error("accept failed, pausing for 0.5 s", error=str(exc))
+                    loop.remove_reader(listener.fileno())
+                    loop.call_later(0.5, self._resume_accept)
+                    return
+                log.warning("accept failed", error=str(exc))
+                continue
+            sock.setblocking(False)  # noqa: FBT003
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = spawn(self._route(sock), name="sni router")
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
+
+    def _resume_accept(self) -> None:
+        if self._main is not None:
+            asyncio.get_running_loop().add_reader(self._main.fileno(), self._accept)
+
+    async def _route(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            hello = await peek_client_hello(loop, sock, timeout_s=self._peek_timeout_s)
+        except PeekError as exc:
+            log.debug("connection dropped before its ClientHello", reason=str(exc))
+            sock.close()
+            return
+        if isinstance(hello, NotTls):
+            await self._refuse_plaintext(sock)
+            return
+        sni = hello.server_name
+        ssl_context = self.contexts.context_for(sni)
+        try:
+            await loop.connect_accepted_socket(
+                lambda: HttpConnection(self.ctx, sni=sni, tls=True),
+                sock,
+                ssl=ssl_context,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S,
+            )
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            log.debug("TLS handshake failed", sni=sni, error=str(exc))
+            sock.close()
+
+    async def _refuse_plaintext(self, sock: socket.socket) -> None:
+        """Plain HTTP on the TLS port: say so in a way a person and a script understand."""
+        loop = asyncio.get_running_loop()
+        data = page(
+            400,
+            "This port speaks HTTPS",
+            "The request was sent in plain HTTP to the edge's TLS port: use an https:// URL.",
+            keep_alive=False,
+        )
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(2.0):
+                await loop.sock_sendall(sock, data)
+                # closing with the request still unread would reset the connection and could
+                # destroy the answer before the client reads it: finish sending, then drain
+                sock.shutdown(socket.SHUT_WR)
+                while await loop.sock_recv(sock, 65536):
+                    pass
+        sock.close()
+
+
+class RedirectConnection(asyncio.Protocol):
+    """Port 80: every request is sent to the same URL over HTTPS."""
+
+    def __init__(self, plane: DataPlane) -> None:
+        self._plane = plane
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._host = b""
+        self._bytes = 0
+        self._timeout: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        limit = self._plane.ctx.limits.header_timeout_s
+        self._timeout = asyncio.get_running_loop().call_later(limit, transport.close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timeout is not None:
+            self._timeout.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        self._bytes += len(data)
+        if self._bytes > self._plane.ctx.limits.max_header_bytes:
+            self._answer(
+                page(431, "Request too large", "The request is too large.", keep_alive=False)
+            )
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # answered in on_headers_complete
+        except httptools.HttpParserError as exc:
+            self._answer(
+                page(400, "Bad request", f"The request is malformed: {exc}.", keep_alive=False)
+            )
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"host":
+            self._host = value.strip()
+
+    def on_headers_complete(self) -> None:
+        host = self._host.decode("latin-1").lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if not name:
+            self._answer(
+                page(400, "Bad request", "A request needs a Host header.", keep_alive=False)
+            )
+            return
+        port = self._plane.main_port
+        authority = name if port == 443 else f"{name}:{port}"
+        path = self._url.decode("latin-1") if self._url.startswith(b"/") else "/"
+        self._answer(redirect(f"https://{authority}{path}", keep_alive=False))
+
+    def _answer(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+            transport.close()

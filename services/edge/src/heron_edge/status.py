@@ -1,0 +1,125 @@
+"""Per-service facts this edge reports to management: is the tunnel up, is there a certificate.
+
+A service's tunnel is up when the WireGuard peer of at least one of its enabled targets has
+completed a handshake within the last 180 s (WireGuard's own reject-after time: an older
+session can no longer carry data). Facts are recomputed every few seconds and whenever the
+routing table changes, and only changes are sent; a new config stream gets them all again.
+"""
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from heron_core.types import ServiceMode
+from heron_edge.management import ServiceFact
+from heron_edge.routes import Route, RoutingTable
+from heron_edge.tunnel import EdgeTunnel
+from heron_tunnel.wireguard import WireGuardError
+
+log = structlog.get_logger(__name__)
+
+HANDSHAKE_FRESH = timedelta(seconds=180)
+
+
+class StatusReporter:
+    def __init__(
+        self,
+        tunnel: EdgeTunnel,
+        has_certificate: Callable[[str], bool],
+        send: Callable[[str, ServiceFact], bool],
+        *,
+        interval_s: float = 2.0,
+    ) -> None:
+        self._tunnel = tunnel
+        self._has_certificate = has_certificate
+        self._send = send
+        self._interval_s = interval_s
+        self._table = RoutingTable()
+        self._sent: dict[str, ServiceFact] = {}
+        self._wake = asyncio.Event()
+
+    def update_table(self, table: RoutingTable) -> None:
+        self._table = table
+        self._wake.set()
+
+    def resend(self) -> None:
+        """A new config stream: management knows nothing from this edge yet."""
+        self._sent.clear()
+        self._wake.set()
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.report()
+            except Exception:
+                log.exception("service status report failed")
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(self._interval_s):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def report(self) -> None:
+        handshakes, problem = await self._handshakes()
+        now = datetime.now(UTC)
+        table = self._table
+        for route in table.routes.values():
+            fact = self._fact(route, handshakes, problem, now)
+            if self._sent.get(route.id) != fact and self._send(route.id, fact):
+                self._sent[route.id] = fact
+        for gone in set(self._sent) - set(table.routes):
+            del self._sent[gone]
+
+    async def _handshakes(self) -> tuple[dict[str, datetime | None], str]:
+        """Latest handshake per agent overlay address, or why there is no tunnel at all."""
+        interface = self._tunnel.interface
+        if interface is None:
+            return {}, "the edge's WireGuard interface is not up (see the edge's log)"
+        try:
+            stats = await interface.stats()
+        except WireGuardError as exc:
+            return {}, f"the edge's WireGuard interface cannot be read: {exc}"
+        by_key = {peer.public_key: peer.latest_handshake for peer in stats}
+        return {
+            peer.overlay_address: by_key.get(peer.public_key) for peer in self._tunnel.peers
+        }, ""
+
+    def _fact(
+        self,
+        route: Route,
+        handshakes: dict[str, datetime | None],
+        problem: str,
+        now: datetime,
+    ) -> ServiceFact:
+        certificate = route.mode is not ServiceMode.HTTP or self._has_certificate(route.domain)
+        targets = [t for t in route.targets if t.enabled]
+        if not targets:
+            return ServiceFact(
+                tunnel_up=False,
+                certificate_available=certificate,
+                error="the service has no enabled target",
+            )
+        if problem:
+            return ServiceFact(tunnel_up=False, certificate_available=certificate, error=problem)
+        reasons = []
+        for target in targets:
+            address = target.stream.peer_overlay_address
+            if address not in handshakes:
+                reasons.append(f"the peer at {address} is not one of this edge's tunnel peers")
+                continue
+            latest = handshakes[address]
+            if latest is not None and now - latest <= HANDSHAKE_FRESH:
+                return ServiceFact(tunnel_up=True, certificate_available=certificate)
+            reasons.append(
+                f"no WireGuard handshake from the peer at {address} yet"
+                if latest is None
+                else f"the peer at {address} last completed a handshake at {latest:%H:%M:%S} UTC"
+            )
+        reason = "; ".join(sorted(set(reasons)))
+        return ServiceFact(tunnel_up=False, certificate_available=certificate, error=reason)
