@@ -13,12 +13,10 @@ edge host as the L4/L7 proxies will run it. The peer opens no port: WireGuard go
 
 import asyncio
 import contextlib
-import json
 import os
 import secrets
 import shutil
 import signal
-import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator
@@ -30,11 +28,11 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from e2e_support import PYTHON, log_tail, root_link, run_json, start, wait_for
 
 from heron_bus.embedded import nats_server_args
 from heron_tunnel.netns import Namespace, cleanup_stale, unique_name, veth
 
-PYTHON = sys.executable
 SUBNET = f"10.{100 + os.getpid() % 50}"  # 10.100-149.x: private, one per concurrent run
 TOKEN = "hrn_" + secrets.token_urlsafe(30)
 TUNNEL_BACK_S = 10.0  # the issue's promise after an agent restart
@@ -62,37 +60,7 @@ class Stack:
         )  # fmt: skip
 
     def log_tail(self) -> str:
-        parts = []
-        for path in sorted(self.logs.glob("*.log")):
-            lines = path.read_text(errors="replace").splitlines()[-25:]
-            parts.append(f"--- {path.name}\n" + "\n".join(lines))
-        return "\n".join(parts)
-
-
-async def root_link(ns: Namespace, root_addr: IPv4Interface, ns_addr: IPv4Interface) -> None:
-    """A veth between the test's own namespace and ``ns`` (it vanishes with ``ns``)."""
-    root_end, ns_end = unique_name("vr"), unique_name("vn")
-    for argv in (
-        ["ip", "link", "add", root_end, "type", "veth", "peer", "name", ns_end, "netns", ns.name],
-        ["ip", "address", "add", str(root_addr), "dev", root_end],
-        ["ip", "link", "set", root_end, "up"],
-        ["ip", "-n", ns.name, "address", "add", str(ns_addr), "dev", ns_end],
-        ["ip", "-n", ns.name, "link", "set", ns_end, "up"],
-    ):
-        process = await asyncio.create_subprocess_exec(*argv, stderr=asyncio.subprocess.PIPE)
-        _, err = await process.communicate()
-        assert process.returncode == 0, f"{argv}: {err.decode()}"
-
-
-async def start(
-    stack_logs: Path, ns: Namespace, name: str, *argv: str, env: dict[str, str] | None = None
-) -> asyncio.subprocess.Process:
-    command = ns.command("env", *(f"{k}={v}" for k, v in (env or {}).items()), *argv)
-    with (stack_logs / f"{name}.log").open("ab") as log:  # the child keeps its own descriptor
-        return await asyncio.create_subprocess_exec(
-            *command, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True,
-        )  # fmt: skip
+        return log_tail(self.logs)
 
 
 BACKEND = textwrap.dedent(
@@ -150,21 +118,8 @@ DIRECT = textwrap.dedent(
 )
 
 
-async def run_json(ns: Namespace, script: str, *args: str) -> dict[str, Any]:
-    done = await ns.run(PYTHON, "-c", script, *args, timeout_s=30)
-    result: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
-    return result
-
-
 async def eventually(what: str, stack: Stack, check: Any, within_s: float) -> Any:
-    deadline = time.monotonic() + within_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"{what} not within {within_s} s (last: {last})\n{stack.log_tail()}")
+    return await wait_for(what, check, within_s, stack.log_tail)
 
 
 @pytest_asyncio.fixture

@@ -1,6 +1,7 @@
 """A real HTTP backend for the proxy tests: uvicorn serving a small ASGI app, in its own process.
 
-``python http_backend.py [--tls CERT KEY]`` binds 127.0.0.1 on a free port and prints
+``python http_backend.py [--tls CERT KEY] [--host H] [--port P]`` binds 127.0.0.1 on a free port
+(unless told otherwise) and prints
 ``PORT <n>`` once it accepts. What it answers:
 
 - any path: JSON with the method, the raw path and query, the headers and the body's length and
@@ -119,10 +120,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, 0))
+    sock.bind((args.host, args.port))
     sock.listen(1024)
     config = uvicorn.Config(
         app,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import httptools
 import pytest
+import uvloop
 from edge_harness import (
     DOMAIN,
     Pki,
@@ -47,7 +48,7 @@ class EdgeThread:
 def edge_thread() -> Iterator[EdgeThread]:
     pki = Pki()
     with backend_process() as port:
-        loop = asyncio.new_event_loop()
+        loop = uvloop.new_event_loop()
         started: Future[DataPlane] = Future()
         stop = asyncio.Event()
 

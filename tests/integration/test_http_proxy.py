@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+import uvloop
 import websockets
 from edge_harness import (
     DOMAIN,
@@ -370,3 +371,7 @@ async def test_a_new_table_applies_to_the_next_request(edge: DataPlane, pki: Pki
     client.send(request("/"))
     assert (await client.response()).status == 404
     await client.close()
+
+
+async def test_these_tests_run_on_the_production_event_loop() -> None:
+    assert isinstance(asyncio.get_running_loop(), uvloop.Loop)

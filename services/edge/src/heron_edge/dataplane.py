@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import errno
 import socket
+from typing import cast
 
 import httptools
 import structlog
@@ -226,8 +227,7 @@ class RedirectConnection(asyncio.Protocol):
         self._timeout: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast("asyncio.Transport", transport)  # uvloop's are not subclasses
         limit = self._plane.ctx.limits.header_timeout_s
         self._timeout = asyncio.get_running_loop().call_later(limit, transport.close)
 

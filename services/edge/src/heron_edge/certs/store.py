@@ -10,6 +10,7 @@ a backlog.
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncGenerator, Iterable
 from pathlib import Path
 
@@ -27,6 +28,8 @@ log = structlog.get_logger(__name__)
 
 #: how often certificate files are looked at; a change is served within about two of these
 POLL_INTERVAL_S = 1.0
+#: how long a local CA leaf outlives the last routing table that named its domain
+LOCAL_RETENTION_S = 24 * 3600.0
 
 
 class CertificateStore:
@@ -60,6 +63,7 @@ class CertificateStore:
         self.local_ca = None if local_ca_directory is None else LocalCA(local_ca_directory)
         self._poll_interval_s = poll_interval_s
         self._local_wanted: frozenset[str] = frozenset()
+        self._local_named: dict[str, float] = {}  # domain → when a table last named it
         self._local: dict[str, CertificatePair] = {}
         self._local_refused: set[str] = set()  # logged once, until wanted no more
         self._local_ca_problem: str | None = None  # logged once, until it is fixed
@@ -88,6 +92,14 @@ class CertificateStore:
         for source in (self.static, self.wildcard):
             if source is not None and source.load():
                 self._changed()
+        if self.local_ca is not None:
+            # the root exists from the start, so a user can trust it before any service does
+            try:
+                root = self.local_ca.root_path
+                self.local_ca.root_pem()
+                log.info("local CA ready: trust its root to open services", root=str(root))
+            except LocalCAError as exc:
+                self._report_local_ca(exc)
         self._polling = spawn(self._poll_forever(), name="certificate poll")
 
     async def close(self) -> None:
@@ -107,12 +119,20 @@ class CertificateStore:
     def ensure_local(self, domains: Iterable[str]) -> None:
         """Serve local CA leaves for those of ``domains`` no file or external certificate covers.
 
-        Call with every HTTP service domain whenever the routing table changes; leaves for
-        domains no longer named are dropped.
+        Call with every HTTP service domain whenever the routing table changes. A domain no
+        longer named keeps its leaf for ``LOCAL_RETENTION_S``: a service that is disabled (or
+        deleted) answers with the edge's 404 page over a certificate the client trusts, rather
+        than with a certificate error.
         """
         if self.local_ca is None:
             return
-        self._local_wanted = frozenset(normalize_name(domain) for domain in domains)
+        now = time.monotonic()
+        for domain in domains:
+            self._local_named[normalize_name(domain)] = now
+        self._local_named = {
+            d: at for d, at in self._local_named.items() if now - at <= LOCAL_RETENTION_S
+        }
+        self._local_wanted = frozenset(self._local_named)
         self._refresh_local()
 
     async def changes(self) -> AsyncGenerator[CertificateSnapshot, None]:

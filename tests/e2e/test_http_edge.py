@@ -1,0 +1,328 @@
+"""An HTTP service end to end, as a user publishes one: the stack, an agent, curl over HTTPS.
+
+    test (root ns: curl, the REST API client) --veth-- edge host --veth-- peer host
+                                                       heron-stack         heron up,
+                                                       (management, NATS,  a backend on
+                                                        heron-edge :443)   127.0.0.1:7080
+
+The stack runs with its embedded defaults (a local CA issues each domain's certificate) plus a
+static certificate directory; the peer opens no port. Everything goes through public
+interfaces: the REST API, the ``heron`` CLI, and HTTPS on the edge's main port.
+"""
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import signal
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from ipaddress import IPv4Interface
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest_asyncio
+import trustme
+from e2e_support import PYTHON, log_tail, root_link, start, wait_for
+
+from heron_tunnel.netns import Namespace, cleanup_stale, unique_name, veth
+
+SUBNET = f"10.{150 + os.getpid() % 50}"  # 10.150-199.x: apart from the tunnel test's
+TOKEN = "hrn_" + secrets.token_urlsafe(30)
+DOMAIN = "heron.test"
+BACKEND_PORT = 7080
+BACKEND = Path(__file__).parents[1] / "integration" / "http_backend.py"
+READY_S = 60.0
+
+
+@dataclass
+class Edge:
+    edge: Namespace
+    peer: Namespace
+    address: str  # the edge host, as the test reaches it
+    api: str
+    data: Path
+    static_dir: Path
+    logs: Path
+    peer_id: str = ""
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.api, headers={"Authorization": f"Token {TOKEN}"}, timeout=15,
+            trust_env=False,
+        )  # fmt: skip
+
+    def tail(self) -> str:
+        return log_tail(self.logs, 40)
+
+    async def eventually(self, what: str, check: Any, within_s: float = READY_S) -> Any:
+        return await wait_for(what, check, within_s, self.tail)
+
+    @property
+    def local_ca(self) -> Path:
+        return self.data / "edge" / "local-ca" / "root.crt"
+
+    async def curl(self, host: str, path: str, *, cacert: Path | None = None) -> "Answer":
+        """``curl --resolve`` over HTTPS, as a user would; the status, headers and body."""
+        process = await asyncio.create_subprocess_exec(
+            "curl", "--silent", "--show-error", "--max-time", "10", "--include",
+            "--resolve", f"{host}:443:{self.address}", "--cacert", str(cacert or self.local_ca),
+            f"https://{host}{path}",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await process.communicate()
+        if process.returncode != 0:
+            return Answer(0, {}, err)
+        head, _, body = out.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return Answer(int(lines[0].split()[1]), headers, body)
+
+    def served_certificate(self, host: str) -> str:
+        """The SHA-256 of the certificate the edge presents for ``host`` (not verified)."""
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with (
+            socket.create_connection((self.address, 443), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        return hashlib.sha256(der).hexdigest()
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def echo(self) -> dict[str, Any]:
+        seen: dict[str, Any] = json.loads(self.body)
+        return seen
+
+    def backend_header(self, name: str) -> list[str]:
+        return [v for k, v in self.echo()["headers"] if k == name]
+
+
+def write_pair(ca: trustme.CA, directory: Path, *names: str) -> str:
+    """A pair for ``names`` as ``tls.crt``/``tls.key``, written whole (rename); its fingerprint."""
+    issued = ca.issue_cert(*names)
+    for blob, name in ((issued.cert_chain_pems[0], "tls.crt"), (issued.private_key_pem, "tls.key")):
+        temporary = directory / f".{name}.new"
+        blob.write_to_path(str(temporary))
+        temporary.replace(directory / name)
+    der = ssl.PEM_cert_to_DER_cert(issued.cert_chain_pems[0].bytes().decode())
+    return hashlib.sha256(der).hexdigest()
+
+
+@pytest_asyncio.fixture
+async def edge(tmp_path: Path) -> AsyncIterator[Edge]:
+    await cleanup_stale("hh")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    static_dir = tmp_path / "static"
+    static_dir.mkdir()
+    processes: list[asyncio.subprocess.Process] = []
+    async with contextlib.AsyncExitStack() as exits:
+        edge_ns = await exits.enter_async_context(Namespace.unique("hh"))
+        peer_ns = await exits.enter_async_context(Namespace.unique("hh"))
+        await root_link(
+            edge_ns, IPv4Interface(f"{SUBNET}.0.1/24"), IPv4Interface(f"{SUBNET}.0.2/24")
+        )
+        await veth(
+            edge_ns, peer_ns, IPv4Interface(f"{SUBNET}.1.1/24"), IPv4Interface(f"{SUBNET}.1.2/24")
+        )
+        state = Edge(
+            edge=edge_ns, peer=peer_ns, address=f"{SUBNET}.0.2", api=f"http://{SUBNET}.0.2:8080",
+            data=tmp_path / "stack", static_dir=static_dir, logs=logs,
+        )  # fmt: skip
+
+        async def stop_all() -> None:
+            for process in processes:
+                if process.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGTERM)
+            for process in processes:
+                try:
+                    await asyncio.wait_for(process.wait(), 20)
+                except TimeoutError:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    await process.wait()
+
+        exits.push_async_callback(stop_all)
+        processes.append(
+            await start(
+                logs, edge_ns, "stack", PYTHON, "-m", "heron_stack",
+                env={"HERON_DATA_DIR": str(state.data), "HERON_ADMIN_TOKEN": TOKEN,
+                     "HERON_LOG_FORMAT": "json", "HERON_PROXY_DOMAIN": DOMAIN,
+                     "HERON_MANAGEMENT_HOST": state.address,
+                     "HERON_MANAGEMENT_GRPC_HOST": "0.0.0.0",
+                     "HERON_PROXY_WIREGUARD_ENDPOINT": f"{SUBNET}.1.1:51820",
+                     "HERON_PROXY_WIREGUARD_INTERFACE": unique_name("wge"),
+                     "HERON_PROXY_CERTIFICATE_DIRECTORY": str(static_dir)},
+            )
+        )  # fmt: skip
+        processes.append(
+            await start(logs, peer_ns, "backend", PYTHON, str(BACKEND), "--port", str(BACKEND_PORT))
+        )
+
+        async def api_up() -> bool:
+            try:
+                async with state.client() as client:
+                    return (await client.get("/api/services")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await state.eventually("management's API", api_up)
+        async with state.client() as client:
+            key = await client.post("/api/setup-keys", json={"name": "peers"})
+            assert key.status_code == 201, key.text
+        processes.append(
+            await start(
+                logs, peer_ns, "agent", PYTHON, "-m", "heron_agent", "up",
+                "--state-dir", str(tmp_path / "agent"), "--interface", unique_name("wga"),
+                "--management", f"http://{SUBNET}.1.1:50051", "--setup-key", key.json()["key"],
+                env={"HERON_MODE": "development", "HERON_LOG_FORMAT": "json"},
+            )
+        )  # fmt: skip
+
+        async def connected_peer() -> str | None:
+            async with state.client() as client:
+                peers = (await client.get("/api/peers")).json()
+            return peers[0]["id"] if peers and peers[0].get("connected") else None
+
+        state.peer_id = await state.eventually("the agent's login", connected_peer)
+        await state.eventually("the edge's local CA", lambda: _exists(state.local_ca))
+        yield state
+
+
+async def _exists(path: Path) -> bool:
+    return await asyncio.to_thread(path.exists)
+
+
+def peer_target(edge: Edge, path: str = "/") -> dict[str, Any]:
+    return {"target_type": "peer", "target_id": edge.peer_id, "port": BACKEND_PORT, "path": path}
+
+
+async def test_an_http_service_is_served_over_https_through_the_tunnel(edge: Edge) -> None:
+    app = f"app.{DOMAIN}"
+    async with edge.client() as client:
+        created = await client.post(
+            "/api/services",
+            json={"name": "app", "domain": app,
+                  "targets": [peer_target(edge), peer_target(edge, "/api")]},
+        )  # fmt: skip
+        assert created.status_code == 201, created.text
+        service = created.json()
+    url = f"/api/services/{service['id']}"
+
+    async def answered() -> Answer | None:
+        answer = await edge.curl(app, "/hello?x=1")
+        return answer if answer.status == 200 else None
+
+    first = await edge.eventually("the first HTTPS answer", answered, within_s=10)
+    seen = first.echo()
+    assert (seen["raw_path"], seen["query"]) == ("/hello", "x=1")
+    assert first.backend_header("x-forwarded-proto") == ["https"]
+    assert first.backend_header("host") == [f"127.0.0.1:{BACKEND_PORT}"]
+
+    async def active() -> bool:
+        async with edge.client() as client:
+            status: str = (await client.get(url)).json()["meta"]["status"]
+        return status == "active"
+
+    await edge.eventually("status active", active, within_s=15)
+
+    # two targets: "/" and "/api", by prefix at segment boundaries
+    assert (await edge.curl(app, "/api/users")).echo()["raw_path"] == "/users"
+    assert (await edge.curl(app, "/apis")).echo()["raw_path"] == "/apis"
+
+    # disabled: a 404 within 2 s; enabled: back
+    async with edge.client() as client:
+        assert (await client.post(f"{url}/disable")).status_code == 200
+
+    async def gone() -> bool | int:
+        status = (await edge.curl(app, "/")).status
+        return True if status == 404 else -status  # the status seen, in the failure message
+
+    await edge.eventually("a 404 after disabling", gone, within_s=2)
+    async with edge.client() as client:
+        assert (await client.post(f"{url}/enable")).status_code == 200
+    await edge.eventually("the service back after enabling", answered, within_s=5)
+
+    # pass_host_header and rewrite_redirects, visibly
+    before = await edge.curl(app, "/redirect")
+    assert before.status == 302
+    assert before.headers["location"] == f"http://127.0.0.1:{BACKEND_PORT}/landing"
+    async with edge.client() as client:
+        body = {k: v for k, v in service.items() if k in ("name", "domain", "targets")}
+        body |= {"pass_host_header": True, "rewrite_redirects": True}
+        for target in body["targets"]:
+            target.pop("id", None)
+        replaced = await client.put(url, json=body)
+        assert replaced.status_code == 200, replaced.text
+
+    async def host_passed() -> Answer | None:
+        answer = await edge.curl(app, "/who")
+        return answer if answer.status == 200 and answer.backend_header("host") == [app] else None
+
+    await edge.eventually("the public Host at the backend", host_passed, within_s=5)
+    after = await edge.curl(app, "/api/redirect")
+    # the backend saw the public host, so its redirect names it; the edge puts /api back
+    assert after.headers["location"] == f"http://{app}/landing"
+    async with edge.client() as client:
+        body["pass_host_header"] = False
+        assert (await client.put(url, json=body)).status_code == 200
+
+    async def rewritten() -> Answer | None:
+        answer = await edge.curl(app, "/api/redirect")
+        location = answer.headers.get("location", "")
+        return answer if location == f"https://{app}/api/landing" else None
+
+    await edge.eventually("a redirect rewritten to the public domain", rewritten, within_s=5)
+
+
+async def test_a_static_certificate_is_replaced_without_a_restart(edge: Edge) -> None:
+    host = f"static.{DOMAIN}"
+    ca = trustme.CA()
+    ca_file = edge.static_dir.parent / "static-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    first = write_pair(ca, edge.static_dir, host)
+    async with edge.client() as client:
+        created = await client.post(
+            "/api/services", json={"name": "static", "domain": host, "targets": [peer_target(edge)]}
+        )
+        assert created.status_code == 201, created.text
+
+    async def served(fingerprint: str) -> bool:
+        try:
+            seen: str = await asyncio.to_thread(edge.served_certificate, host)
+        except OSError:  # the edge's workers may not listen yet
+            return False
+        return seen == fingerprint
+
+    await edge.eventually("the static certificate", lambda: served(first), within_s=10)
+    assert (await edge.curl(host, "/", cacert=ca_file)).status == 200
+
+    second = write_pair(ca, edge.static_dir, host)
+    await edge.eventually("the replaced certificate", lambda: served(second), within_s=5)
+
+    (edge.static_dir / "tls.crt").write_bytes(b"-----BEGIN CERTIFICATE-----\nnot a certificate\n")
+    refused_line = '"certificate refused'
+
+    async def refused() -> bool:
+        return any(refused_line in p.read_text(errors="replace") for p in edge.logs.glob("*.log"))
+
+    await edge.eventually("the corrupt file refused in the log", refused, within_s=10)
+    assert await served(second)
+    assert (await edge.curl(host, "/", cacert=ca_file)).status == 200
