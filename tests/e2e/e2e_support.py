@@ -12,6 +12,8 @@ from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from heron_tunnel.netns import Namespace, unique_name
 
 PYTHON = sys.executable
@@ -69,3 +71,10 @@ def log_tail(logs: Path, lines: int = 25) -> str:
         tail = path.read_text(errors="replace").splitlines()[-lines:]
         parts.append(f"--- {path.name}\n" + "\n".join(tail))
     return "\n".join(parts)
+
+
+def api_client(base_url: str, token: str) -> httpx.AsyncClient:
+    """A REST client as an owner: ``Authorization: Token``, no proxy from the environment."""
+    return httpx.AsyncClient(
+        base_url=base_url, headers={"Authorization": f"Token {token}"}, timeout=15, trust_env=False
+    )

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest_asyncio
 import trustme
-from e2e_support import PYTHON, log_tail, root_link, start, wait_for
+from e2e_support import PYTHON, api_client, log_tail, root_link, start, wait_for
 
 from heron_tunnel.netns import Namespace, cleanup_stale, unique_name, veth
 
@@ -52,10 +52,7 @@ class Edge:
     peer_id: str = ""
 
     def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            base_url=self.api, headers={"Authorization": f"Token {TOKEN}"}, timeout=15,
-            trust_env=False,
-        )  # fmt: skip
+        return api_client(self.api, TOKEN)
 
     def tail(self) -> str:
         return log_tail(self.logs, 40)

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from e2e_support import PYTHON, log_tail, root_link, run_json, start, wait_for
+from e2e_support import PYTHON, api_client, log_tail, root_link, run_json, start, wait_for
 
 from heron_bus.embedded import nats_server_args
 from heron_tunnel.netns import Namespace, cleanup_stale, unique_name, veth
@@ -54,10 +54,7 @@ class Stack:
     setup_key: str = ""
 
     def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            base_url=self.api, headers={"Authorization": f"Token {TOKEN}"}, timeout=15,
-            trust_env=False,
-        )  # fmt: skip
+        return api_client(self.api, TOKEN)
 
     def log_tail(self) -> str:
         return log_tail(self.logs)
