@@ -241,6 +241,10 @@ class Exchange:
         upstream = self.upstream
         if upstream is not None and self.chunked_in:
             upstream.write(b"0\r\n\r\n")
+        route = self.path_route
+        if route is not None and not self.head_sent and not self.done:
+            # the whole request is on its way: the wait for the response starts now
+            self.conn.set_deadline(Deadline.UPSTREAM, route.target.options.request_timeout_s)
 
     # --- routing
     def start(self) -> None:
@@ -270,7 +274,11 @@ class Exchange:
             custom_headers=target.options.custom_headers,
         )
         self.pool = pool = self.conn.ctx.pool_for(target)
-        self.conn.set_deadline(Deadline.UPSTREAM, target.options.request_timeout_s)
+        if self.request_done:
+            self.conn.set_deadline(Deadline.UPSTREAM, target.options.request_timeout_s)
+        else:
+            # an upload in progress: idle, not a total; request_timeout counts once it is sent
+            self.conn.set_deadline(Deadline.STREAM, None)
         upstream = pool.take_idle()
         if upstream is not None:
             self.attach(upstream)
