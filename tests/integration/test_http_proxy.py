@@ -375,3 +375,19 @@ async def test_a_new_table_applies_to_the_next_request(edge: DataPlane, pki: Pki
 
 async def test_these_tests_run_on_the_production_event_loop() -> None:
     assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+
+
+async def test_request_timeout_counts_from_the_end_of_a_slow_upload(
+    pki: Pki, forwarder: Forwarder, backend: int
+) -> None:
+    route = http_route([target(forwarder, backend, request_timeout_s=0.5)])
+    async with running_edge(pki, [route]) as plane:
+        client = await RawClient.open(plane, pki)
+        client.send(request("/upload", method="POST", extra="Content-Length: 30\r\n"))
+        for _ in range(3):  # 1.5 s of upload, longer than the 0.5 s request timeout
+            await asyncio.sleep(0.5)
+            client.send(b"x" * 10)
+        response = await client.response()
+        assert response.status == 200
+        assert echo(response.body)["body_length"] == 30
+        await client.close()
