@@ -391,3 +391,15 @@ async def test_request_timeout_counts_from_the_end_of_a_slow_upload(
         assert response.status == 200
         assert echo(response.body)["body_length"] == 30
         await client.close()
+
+
+async def test_an_http_1_0_client_gets_its_answer_and_then_the_close(
+    edge: DataPlane, pki: Pki
+) -> None:
+    client = await RawClient.open(edge, pki)
+    client.send(f"GET /old HTTP/1.0\r\nHost: {DOMAIN}\r\n\r\n".encode())
+    response = await client.response()
+    assert response.status == 200
+    assert echo(response.body)["raw_path"] == "/old"
+    assert await client.closed()
+    await client.close()

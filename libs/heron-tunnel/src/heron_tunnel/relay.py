@@ -174,29 +174,34 @@ class _Run:
         """Move bytes from ``flow.src`` to ``flow.dst`` until the source's EOF."""
         mover, loop = flow.mover, self._loop
         reading, writing = _Blame(flow.source), _Blame(flow.source.other)
+        readable = _ReadWaker(loop, flow.src.fileno())
         unyielded = 0
-        while True:
-            with reading:
-                got = mover.read()
-            if got is None:
-                await _readable(loop, flow.src.fileno())
-                unyielded = 0
-                continue
-            if got == 0:
-                return
-            while mover.pending:
-                with writing:
-                    sent = mover.write()
-                if sent is None:
-                    await _writable(loop, flow.dst.fileno())
+        try:
+            while True:
+                with reading:
+                    got = mover.read()
+                if got is None:
+                    await readable.wait()
                     unyielded = 0
                     continue
-                flow.moved += sent
-                unyielded += sent
-                self.last_activity = loop.time()
-            if unyielded >= YIELD_EVERY_BYTES:  # splice and recv never yield on their own
-                await asyncio.sleep(0)
-                unyielded = 0
+                if got == 0:
+                    return
+                while mover.pending:
+                    with writing:
+                        sent = mover.write()
+                    if sent is None:
+                        readable.stop()  # unread bytes would wake the reader on every turn
+                        await _writable(loop, flow.dst.fileno())
+                        unyielded = 0
+                        continue
+                    flow.moved += sent
+                    unyielded += sent
+                    self.last_activity = loop.time()
+                if unyielded >= YIELD_EVERY_BYTES:  # splice and recv never yield on their own
+                    await asyncio.sleep(0)
+                    unyielded = 0
+        finally:
+            readable.stop()
 
     async def watch_idle(self, tasks: list[asyncio.Task[None]], idle_timeout: float) -> None:
         pending = set(tasks)
@@ -223,13 +228,42 @@ class _Run:
             self.first_closed = side
 
 
-async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
-    waiter = loop.create_future()
-    loop.add_reader(fd, _wake, waiter)
-    try:
-        await waiter
-    finally:
-        loop.remove_reader(fd)
+class _ReadWaker:
+    """Waits for a socket to become readable, keeping it registered with the loop between waits.
+
+    A relay of small messages (an HTTP request, its response) waits once per message; adding
+    and removing the reader each time costs two ``epoll_ctl`` calls per message. The reader
+    stays registered while the direction only reads; ``stop`` removes it while the direction
+    waits to write (unread bytes would wake it on every loop turn) and at the end.
+    """
+
+    __slots__ = ("_fd", "_loop", "_registered", "_waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        self._loop = loop
+        self._fd = fd
+        self._waiter: asyncio.Future[None] | None = None
+        self._registered = False
+
+    async def wait(self) -> None:
+        waiter = self._waiter = self._loop.create_future()
+        if not self._registered:
+            self._loop.add_reader(self._fd, self._fire)
+            self._registered = True
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _fire(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def stop(self) -> None:
+        if self._registered:
+            self._loop.remove_reader(self._fd)
+            self._registered = False
 
 
 async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:

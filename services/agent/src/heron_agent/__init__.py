@@ -6,4 +6,10 @@ sync stream, with reconnects), ``forwarder`` (dials what edges ask for, if allow
 (the key, login and status files), ``management`` (the only module that speaks gRPC).
 """
 
+import os
+
+# The agent forks only to exec (wg, ip, wireguard-go): gRPC's fork handlers have nothing to do
+# and log a line per fork when the sync stream's threads are busy.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 __version__ = "0.1.0"

@@ -17,7 +17,8 @@ import uvloop
 from pydantic import ValidationError
 
 from heron_core.errors import ConfigError
-from heron_core.logging import configure_logging
+from heron_core.logging import LineLogger, configure_logging
+from heron_core.process import calm_garbage_collector
 from heron_edge.address import Address
 from heron_edge.dataplane import DataPlane
 from heron_edge.http.proxy import ProxyContext
@@ -29,11 +30,12 @@ log = structlog.get_logger(__name__)
 SHUTDOWN_GRACE_S = 5.0
 
 
-async def serve(settings: EdgeSettings, control_fd: int) -> int:
+async def serve(settings: EdgeSettings, control_fd: int, index: int) -> int:
     sock = socket.socket(fileno=control_fd)
     reader, writer = await asyncio.open_connection(sock=sock)
+    access = LineLogger("heron_edge.access", worker=index)
     plane = DataPlane(
-        ProxyContext(limits=settings.http_limits()),
+        ProxyContext(limits=settings.http_limits(), access=access),
         main=Address.parse(settings.proxy_address),
         http=Address.parse(settings.proxy_http_address) if settings.proxy_http_address else None,
     )
@@ -45,6 +47,7 @@ async def serve(settings: EdgeSettings, control_fd: int) -> int:
         log.error("cannot listen", error=str(exc))
         return 1
     writer.write(encode("listening", {"main": plane.main_port, "http": plane.http_port}))
+    calm_garbage_collector()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -89,7 +92,7 @@ def main() -> None:
         sys.exit(2)
     configure_logging("edge", level=settings.log_level, fmt=settings.log_format)
     structlog.contextvars.bind_contextvars(worker=args.index)
-    sys.exit(uvloop.run(serve(settings, args.control_fd)))
+    sys.exit(uvloop.run(serve(settings, args.control_fd, args.index)))
 
 
 if __name__ == "__main__":

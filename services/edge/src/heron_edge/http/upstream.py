@@ -39,6 +39,8 @@ class ResponseSink(Protocol):
     def upstream_raw(self, data: bytes) -> None: ...
     def upstream_lost(self, exc: Exception | None) -> None: ...
     def upstream_pause_writing(self) -> None: ...
+    def cork(self) -> None: ...
+    def uncork(self) -> None: ...
     def upstream_resume_writing(self) -> None: ...
 
 
@@ -72,6 +74,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.raw:
             sink.upstream_raw(data)
             return
+        sink.cork()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -83,6 +86,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.sink = None
             self.close()
             sink.upstream_lost(exc)
+        finally:
+            sink.uncork()
 
     def eof_received(self) -> bool | None:
         # an upgraded stream the target ended: the client's side ends too (a TLS client
