@@ -323,3 +323,38 @@ async def test_a_static_certificate_is_replaced_without_a_restart(edge: Edge) ->
     await edge.eventually("the corrupt file refused in the log", refused, within_s=10)
     assert await served(second)
     assert (await edge.curl(host, "/", cacert=ca_file)).status == 200
+
+
+def edge_control_pid(edge: Edge) -> int:
+    """The heron-edge control process in the edge host (not a worker, not another test's)."""
+    edge_netns = Path(f"/run/netns/{edge.edge.name}").stat().st_ino
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            netns = (entry / "ns" / "net").stat().st_ino
+        except OSError:
+            continue
+        if netns == edge_netns and b"heron_edge" in argv:
+            return int(entry.name)
+    raise AssertionError("no heron-edge process found")
+
+
+async def test_a_restarted_edge_serves_again_within_seconds(edge: Edge) -> None:
+    """An edge that dies loses its WireGuard sessions while the agents keep theirs; it must not
+    wait for them to age out (two minutes) before it serves again."""
+    app = f"again.{DOMAIN}"
+    async with edge.client() as client:
+        created = await client.post(
+            "/api/services", json={"name": "again", "domain": app, "targets": [peer_target(edge)]}
+        )
+        assert created.status_code == 201, created.text
+
+    async def answered() -> bool:
+        return (await edge.curl(app, "/")).status == 200
+
+    await edge.eventually("the service", answered, within_s=15)
+    await asyncio.sleep(3)  # the edge has written down the agent's endpoint by now
+    os.kill(edge_control_pid(edge), signal.SIGKILL)  # the stack starts a new one
+    await edge.eventually("the service after the edge's restart", answered, within_s=20)

@@ -114,7 +114,10 @@ async def serve(settings: EdgeSettings, *, in_process: bool = False) -> None:
     settings.key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     private_key = load_or_create_private_key(settings.key_file)
     tunnel = EdgeTunnel(
-        settings.proxy_wireguard_interface, private_key, settings.proxy_wireguard_port
+        settings.proxy_wireguard_interface,
+        private_key,
+        settings.proxy_wireguard_port,
+        endpoints_file=settings.key_file.parent / "endpoints.json",
     )
     certificates = certificate_store(settings)
     await certificates.start()

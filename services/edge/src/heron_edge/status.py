@@ -85,6 +85,7 @@ class StatusReporter:
             stats = await interface.stats()
         except WireGuardError as exc:
             return {}, f"the edge's WireGuard interface cannot be read: {exc}"
+        self._tunnel.remember_endpoints(stats)
         by_key = {peer.public_key: peer.latest_handshake for peer in stats}
         return {
             peer.overlay_address: by_key.get(peer.public_key) for peer in self._tunnel.peers
