@@ -327,6 +327,11 @@ async def test_a_static_certificate_is_replaced_without_a_restart(edge: Edge) ->
 
 def edge_control_pid(edge: Edge) -> int:
     """The heron-edge control process in the edge host (not a worker, not another test's)."""
+    return pid_in(edge, b"heron_edge")
+
+
+def pid_in(edge: Edge, module: bytes) -> int:
+    """The process started as ``python -m <module>`` in the edge host."""
     edge_netns = Path(f"/run/netns/{edge.edge.name}").stat().st_ino
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -336,9 +341,9 @@ def edge_control_pid(edge: Edge) -> int:
             netns = (entry / "ns" / "net").stat().st_ino
         except OSError:
             continue
-        if netns == edge_netns and b"heron_edge" in argv:
+        if netns == edge_netns and module in argv:
             return int(entry.name)
-    raise AssertionError("no heron-edge process found")
+    raise AssertionError(f"no {module.decode()} process found")
 
 
 async def test_a_restarted_edge_serves_again_within_seconds(edge: Edge) -> None:
@@ -358,3 +363,41 @@ async def test_a_restarted_edge_serves_again_within_seconds(edge: Edge) -> None:
     await asyncio.sleep(3)  # the edge has written down the agent's endpoint by now
     os.kill(edge_control_pid(edge), signal.SIGKILL)  # the stack starts a new one
     await edge.eventually("the service after the edge's restart", answered, within_s=20)
+
+
+async def test_the_edge_keeps_serving_while_management_is_down(edge: Edge) -> None:
+    app = f"steady.{DOMAIN}"
+    async with edge.client() as client:
+        created = await client.post(
+            "/api/services", json={"name": "steady", "domain": app, "targets": [peer_target(edge)]}
+        )
+        assert created.status_code == 201, created.text
+
+    async def answered() -> bool:
+        return (await edge.curl(app, "/")).status == 200
+
+    await edge.eventually("the service", answered, within_s=15)
+    runner = pid_in(edge, b"heron_stack")
+    os.kill(runner, signal.SIGSTOP)  # so that it does not start management again at once
+    try:
+        os.kill(pid_in(edge, b"heron_management"), signal.SIGKILL)
+        for _ in range(10):  # the config stream is gone; the edge serves its last table
+            assert await answered()
+            await asyncio.sleep(0.3)
+    finally:
+        os.kill(runner, signal.SIGCONT)
+
+    async def active_again() -> bool:
+        try:
+            async with edge.client() as client:
+                services = (await client.get("/api/services")).json()
+        except httpx.TransportError:
+            return False
+        return any(s["domain"] == app and s["meta"]["status"] == "active" for s in services)
+
+    async def edge_noticed() -> bool:  # (its lines pass through the runner, stopped till now)
+        return "config stream lost, reconnecting" in (edge.logs / "stack.log").read_text()
+
+    await edge.eventually("the edge noticing management's absence", edge_noticed, within_s=10)
+    await edge.eventually("management back, the service active", active_again, within_s=30)
+    assert await answered()
