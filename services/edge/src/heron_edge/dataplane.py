@@ -26,6 +26,7 @@ from heron_edge.certs.contexts import ServerContexts
 from heron_edge.certs.snapshot import CertificateSnapshot
 from heron_edge.http.pages import page, redirect
 from heron_edge.http.proxy import HttpConnection, ProxyContext
+from heron_edge.passthrough import pass_through
 from heron_edge.routes import RoutingTable
 from heron_edge.tls.clienthello import NotTls
 from heron_edge.tls.peek import PeekError, peek_client_hello
@@ -182,6 +183,10 @@ class DataPlane:
             await self._refuse_plaintext(sock)
             return
         sni = hello.server_name
+        passthrough = self.ctx.table.tls.get(sni) if sni is not None else None
+        if passthrough is not None:
+            await pass_through(passthrough, sock, *_addresses(sock))
+            return
         ssl_context = self.contexts.context_for(sni)
         try:
             await loop.connect_accepted_socket(
@@ -212,6 +217,16 @@ class DataPlane:
                 while await loop.sock_recv(sock, 65536):
                     pass
         sock.close()
+
+
+def _addresses(sock: socket.socket) -> tuple[tuple[str, int], tuple[str, int]]:
+    """(client, local) as (address, port), IPv4-mapped IPv6 shown as IPv4."""
+
+    def plain(address: tuple[str, int] | tuple[str, int, int, int]) -> tuple[str, int]:
+        host = address[0].removeprefix("::ffff:") if "." in address[0] else address[0]
+        return host, address[1]
+
+    return plain(sock.getpeername()), plain(sock.getsockname())
 
 
 class RedirectConnection(asyncio.Protocol):

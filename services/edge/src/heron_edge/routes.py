@@ -104,6 +104,8 @@ class RoutingTable:
     #: HTTP services by their (lower-case) domain
     http: dict[str, HttpService] = field(default_factory=dict)
     routes: dict[str, Route] = field(default_factory=dict)
+    #: TLS services (passed through untouched, by SNI) by their domain
+    tls: dict[str, Route] = field(default_factory=dict)
 
     @classmethod
     def build(cls, version: int, routes: Iterable[Route]) -> "RoutingTable":
@@ -113,7 +115,8 @@ class RoutingTable:
             for route in by_id.values()
             if route.mode is ServiceMode.HTTP
         }
-        return cls(version, http, by_id)
+        tls = {route.domain: route for route in by_id.values() if route.mode is ServiceMode.TLS}
+        return cls(version, http, by_id, tls)
 
 
 @dataclass
