@@ -403,3 +403,48 @@ async def test_an_http_1_0_client_gets_its_answer_and_then_the_close(
     assert echo(response.body)["raw_path"] == "/old"
     assert await client.closed()
     await client.close()
+
+
+async def test_a_malformed_request_is_refused_after_the_answers_before_it(
+    edge: DataPlane, pki: Pki
+) -> None:
+    client = await RawClient.open(edge, pki)
+    client.send(request("/valid") + b"NOT HTTP\r\n\r\n")
+    valid, refused = await client.responses(2)
+    assert (valid.status, echo(valid.body)["raw_path"]) == (200, "/valid")
+    assert refused.status == 400
+    assert await client.closed()
+    await client.close()
+
+
+async def test_hundreds_of_pipelined_requests_answered_by_the_edge(
+    edge: DataPlane, pki: Pki
+) -> None:
+    """Each is answered inside the start of the next: a loop, not a recursion."""
+    client = await RawClient.open(edge, pki)
+    client.send(request("/slow?seconds=0.3") + request("/", host="other.example.test") * 400)
+    responses = await client.responses(401, timeout_s=20)
+    assert [r.status for r in responses] == [200] + [421] * 400
+    await client.close()
+
+
+async def test_an_upgraded_stream_the_client_drops_releases_its_target(
+    edge: DataPlane, pki: Pki
+) -> None:
+    client = await RawClient.open(edge, pki)
+    client.send(
+        request(
+            "/ws",
+            extra="Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+        )
+    )
+    head = await asyncio.wait_for(client.reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 101")
+    client.writer.transport.abort()  # the client vanishes
+
+    for _ in range(100):  # up to 5 s
+        if all(pool.open_connections == 0 for pool in edge.ctx.pools.values()):
+            break
+        await asyncio.sleep(0.05)
+    assert [pool.open_connections for pool in edge.ctx.pools.values()] == [0]

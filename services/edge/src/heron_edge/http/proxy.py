@@ -33,6 +33,7 @@ from heron_edge.connector import TunnelError
 from heron_edge.http import headers as h
 from heron_edge.http.pages import page
 from heron_edge.http.upstream import (
+    PoolFullError,
     PoolLimits,
     UpstreamConnection,
     UpstreamPool,
@@ -45,6 +46,10 @@ from heron_tunnel.header import ForwardStatus
 log = structlog.get_logger("heron_edge.access")
 
 HIGH_WATER = 256 * 1024  # request bytes buffered before the client is paused
+#: requests parsed ahead of the one being answered before the client is paused
+MAX_PIPELINED = 16
+#: methods a proxy may send again when a kept-alive connection turned out to be closed
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +107,18 @@ class ProxyContext:
         return pool
 
     def sweep(self, now: float) -> None:
+        # one connection's failure must not stop every other connection's timeouts
         for conn in list(self.connections):
-            conn.check_deadline(now)
-        for pool in self.pools.values():
-            pool.reap(now)
+            try:
+                conn.check_deadline(now)
+            except Exception:
+                log.exception("deadline check failed, closing the connection")
+                conn.abort()
+        for pool in list(self.pools.values()):
+            try:
+                pool.reap(now)
+            except Exception:
+                log.exception("pool reaping failed", pool=pool.name)
 
     async def run_sweeper(self, interval_s: float = 0.5) -> None:
         loop = asyncio.get_running_loop()
@@ -356,8 +369,19 @@ class Exchange:
                 f"Could not connect to the target {pool.target.authority}: {exc}",
             )
             return
+        except PoolFullError as exc:  # the target left the routing table, or shutdown
+            self.local(503, "Service unavailable", str(exc))
+            return
+        except Exception as exc:
+            log.exception("connecting to a target failed", target=pool.name)
+            self.local(502, "Bad gateway", f"Could not connect to the target: {exc}")
+            return
         if self.done:
             pool.release(upstream, asyncio.get_running_loop().time())
+            return
+        if upstream.closed:  # handed over by a waiter, but gone meanwhile: the same as lost
+            self.upstream = upstream
+            self.upstream_lost(None)
             return
         self.attach(upstream)
 
@@ -441,8 +465,10 @@ class Exchange:
                 conn.write(h.informational_head(status, reason, headers))
             return
         self.status = status
-        if self.upgrade is not None:
-            self.close_after = True  # the client's parser is past the upgrade: no next request
+        if self.upgrade is not None or not self.request_done:
+            # past an upgrade the client's parser reads no next request; an answer before the
+            # whole request arrived ends the connection (where the next request starts is lost)
+            self.close_after = True
         framing = self._response_framing(status, headers, http11=http11)
         connection = None
         if not self.keep_alive or self.close_after:
@@ -474,7 +500,8 @@ class Exchange:
         chunked = content_length = closing = False
         for name, value in headers:
             if name == b"transfer-encoding":
-                chunked = True
+                # chunked only if it is the last coding; otherwise the body ends with the close
+                chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
             elif name == b"content-length":
                 content_length = True
             elif name == b"connection" and b"close" in value.lower():
@@ -520,11 +547,7 @@ class Exchange:
         self.response_done = True
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
-            assert self.pool is not None
-            if self.upstream_reusable and self.request_done:
-                self.pool.release(upstream, asyncio.get_running_loop().time())
-            else:
-                upstream.close()
+            upstream.finished(reusable=self.upstream_reusable and self.request_done)
         keep_alive = self.keep_alive and not self.close_after and self.request_done
         self.finish(keep_alive=keep_alive)
 
@@ -560,6 +583,7 @@ class Exchange:
             and not self.retried
             and not self.chunked_in
             and not self.content_length
+            and self.method in IDEMPOTENT  # RFC 9110 §9.2.2: never replay a POST
         ):
             # a kept-alive connection the target had closed as we reused it: try a fresh one
             self.retried = True
@@ -584,6 +608,11 @@ class Exchange:
         if self.done:
             return
         self.done = True
+        if self.buffered:  # answered before it had a target: what waited is discarded
+            self.buffered = 0
+            self.body_buffer = []
+            self.conn.resume_reading("buffer")
+        self.conn.resume_reading("upstream")
         self.conn.exchange_finished(self, keep_alive=keep_alive)
 
 
@@ -607,6 +636,8 @@ class HttpConnection(asyncio.Protocol):
         self._raw: Exchange | None = None  # upgraded: bytes go straight to its upstream
         self._upgrade_rest = b""
         self._closing = False
+        self._starting = False  # exchange_finished is starting queued exchanges
+        self._refusal: bytes | None = None  # the 400/431 to send once the queue is answered
         self._corked: list[bytes] | None = None
         self._timeouts = (
             0.0,
@@ -642,12 +673,13 @@ class HttpConnection(asyncio.Protocol):
             if raw.upstream is not None:
                 raw.upstream.write(data)
             return
-        if self._closing:
+        if self._closing or self._refusal is not None:
             return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            self._upgrade_rest += data[exc.args[0] :]
+            if not self._closing:  # kept for the target only if it agrees to switch
+                self._upgrade_rest += data[exc.args[0] :]
         except _HeadTooLargeError:
             self._refuse(431, "Request header fields too large", self._too_large_detail())
         except httptools.HttpParserError as exc:
@@ -674,12 +706,12 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.ctx.connections.discard(self)
         self._closing = True
-        for exchange in (self._active, *self._queue):
-            if exchange is not None and not exchange.done:
+        for exchange in (self._active, self._raw, *self._queue):
+            if exchange is not None and (not exchange.done or exchange is self._raw):
                 exchange.drop_upstream()
                 exchange.done = True
         self._queue.clear()
-        self._active = None
+        self._active = self._raw = None
         self.transport = None
 
     def pause_writing(self) -> None:
@@ -739,12 +771,16 @@ class HttpConnection(asyncio.Protocol):
                 exchange.content_length = int(value)
             elif name == b"upgrade" and parser.should_upgrade():
                 exchange.upgrade = value
+        if parser.should_upgrade() and exchange.upgrade is None:
+            exchange.keep_alive = False  # CONNECT: not relayed; nothing after it is parsed
         self._parsing = exchange
-        if self._active is None:
+        if self._active is None and not self._starting:
             self._active = exchange
             exchange.start()
         else:
             self._queue.append(exchange)
+            if len(self._queue) >= MAX_PIPELINED:
+                self.pause_reading("pipeline")
 
     def on_body(self, body: bytes) -> None:
         if self._parsing is not None:
@@ -821,11 +857,32 @@ class HttpConnection(asyncio.Protocol):
         self._log(exchange)
         if exchange is self._active:
             self._active = None
-        if self._queue and keep_alive:
-            nxt = self._queue.popleft()
-            self._active = nxt
-            nxt.start()
-        elif not keep_alive or self._client_eof:
+        if not exchange.switching:
+            self._upgrade_rest = b""
+        if not keep_alive:
+            self.close()
+            return
+        if self._starting:
+            return  # answered while the loop below started it: the loop goes on
+        # a loop, not a recursion: pipelined requests the edge answers itself finish inside
+        # ``start``, and a few hundred of them must not exhaust the stack
+        self._starting = True
+        try:
+            while self._active is None and self._queue and not self._closing:
+                nxt = self._queue.popleft()
+                if len(self._queue) < MAX_PIPELINED:
+                    self.resume_reading("pipeline")
+                self._active = nxt
+                nxt.start()
+        finally:
+            self._starting = False
+        if self._active is not None or self._closing:
+            return
+        if self._refusal is not None:
+            refusal, self._refusal = self._refusal, None
+            self.write(refusal)
+            self.close()
+        elif self._client_eof:
             self.close()
         elif self._parsing is None and not self._reading_head:
             self.set_deadline(Deadline.KEEPALIVE, None)
@@ -858,15 +915,15 @@ class HttpConnection(asyncio.Protocol):
             self.transport.abort()
 
     def _refuse(self, status: int, title: str, detail: str) -> None:
-        """A request that cannot be parsed: answer (unless a response is under way) and close."""
-        self._closing = True
-        active = self._active
-        if active is None or not active.head_sent:
-            if active is not None:
-                active.drop_upstream()
-                active.done = True
-            self.write(page(status, title, detail, keep_alive=False))
-            log.info("request refused", client=self.client[0], status=status, reason=detail)
+        """A request that cannot be parsed: answer it and close — after the requests before it
+        (pipelined) have their answers, so that no answer lands in another's place."""
+        log.info("request refused", client=self.client[0], status=status, reason=detail)
+        refusal = page(status, title, detail, keep_alive=False)
+        if self._active is not None or self._queue:
+            self._refusal = refusal  # written when the last of them finishes
+            self.pause_reading("refused")
+            return
+        self.write(refusal)
         self.close()
 
     def _too_large_detail(self) -> str:

@@ -57,6 +57,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.raw = False  # upgraded: bytes are relayed as they are
         self.closed = False
         self.idle_since = 0.0
+        self._feeding = False  # inside parser.feed_data
+        self._release_after_feed = False
+        self._stray = False  # bytes after the end of a response nobody asked for
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
 
@@ -75,6 +78,7 @@ class UpstreamConnection(asyncio.Protocol):
             sink.upstream_raw(data)
             return
         sink.cork()
+        self._feeding = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -87,7 +91,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             sink.upstream_lost(exc)
         finally:
+            self._feeding = False
             sink.uncork()
+            if self._release_after_feed:
+                self._release_after_feed = False
+                self._hand_back()
 
     def eof_received(self) -> bool | None:
         # an upgraded stream the target ended: the client's side ends too (a TLS client
@@ -111,6 +119,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     # --- httptools callbacks
     def on_message_begin(self) -> None:
+        if self.sink is None:
+            self._stray = True  # a response to nothing: this connection is not to be trusted
         self._reason = b""
         self._headers = []
 
@@ -142,6 +152,24 @@ class UpstreamConnection(asyncio.Protocol):
     def bind(self, sink: ResponseSink) -> None:
         self.sink = sink
         self.received = False
+
+    def finished(self, *, reusable: bool) -> None:
+        """The exchange has its whole response. A reusable connection goes back to the pool —
+        after the bytes of this read are parsed, so that anything the target sent beyond the
+        response (a broken target) closes it instead of reaching the next exchange."""
+        self.sink = None
+        if not reusable:
+            self.close()
+        elif self._feeding:
+            self._release_after_feed = True
+        else:
+            self._hand_back()
+
+    def _hand_back(self) -> None:
+        if self._stray or self.closed:
+            self.close()
+            return
+        self.pool.release(self, asyncio.get_running_loop().time())
 
     def reset_parser(self) -> None:
         """A fresh parser: after a response whose body the parser could not know was absent
