@@ -217,7 +217,18 @@ def test_a_crashed_service_is_restarted_with_growing_delays(start_stack: StartSt
 
 
 def test_a_service_that_exits_before_ready_stops_the_stack(start_stack: StartStack) -> None:
-    exits_at_once = "import sys\nprint('cannot start', flush=True)\nsys.exit(4)\n"
+    # exits once 'first' is up (its pid written), so the test can see the runner stop it
+    exits_at_once = (
+        "import pathlib, sys, time\n"
+        "pids = pathlib.Path(sys.argv[2]) / 'first.pids'\n"
+        "deadline = time.monotonic() + 10\n"
+        "while not (pids.exists() and pids.read_text().strip()):\n"
+        "    if time.monotonic() > deadline:\n"
+        "        break\n"
+        "    time.sleep(0.02)\n"
+        "print('cannot start', flush=True)\n"
+        "sys.exit(4)\n"
+    )
     stack = start_stack(("first", SLEEPER), ("broken", exits_at_once), ready_port=free_port())
 
     assert stack.process.wait(timeout=WAIT_S) == 1
