@@ -29,6 +29,7 @@ from heron_edge.certs.snapshot import CertificateSnapshot
 from heron_edge.connector import StreamTarget
 from heron_edge.dataplane import DataPlane
 from heron_edge.http.proxy import HttpLimits, ProxyContext
+from heron_edge.l4.context import L4Context, L4Limits
 from heron_edge.routes import Route, RouteTarget, RoutingTable, TargetOptions
 from heron_tunnel.header import Protocol
 
@@ -93,13 +94,16 @@ def target(
     enabled: bool = True,
     protocol: TargetProtocol = TargetProtocol.HTTP,
     host: str = "",
+    transport: Protocol = Protocol.TCP,
     **options: Any,
 ) -> RouteTarget:
     address, forwarder_port = forwarder.address
     rewrite = options.pop("path_rewrite", PathRewrite.STRIP)
     return RouteTarget(
         id=target_id,
-        stream=StreamTarget(address, host, port, forwarder_port=forwarder_port, service_id="svc"),
+        stream=StreamTarget(
+            address, host, port, transport, forwarder_port=forwarder_port, service_id="svc"
+        ),
         path=path,
         enabled=enabled,
         protocol=protocol,
@@ -126,13 +130,17 @@ async def running_forwarder(*ports: int) -> AsyncIterator[Forwarder]:
 
 @contextlib.asynccontextmanager
 async def running_edge(
-    pki: Pki, routes: Sequence[Route], limits: HttpLimits | None = None
+    pki: Pki,
+    routes: Sequence[Route],
+    limits: HttpLimits | None = None,
+    l4: L4Limits | None = None,
 ) -> AsyncIterator[DataPlane]:
     plane = DataPlane(
         ProxyContext(limits=limits or HttpLimits()),
         main=Address("127.0.0.1", 0),
         http=Address("127.0.0.1", 0),
         reuse_port=False,
+        l4=L4Context(limits=l4 or L4Limits()),
     )
     plane.apply_certificates(pki.snapshot())
     plane.apply_table(RoutingTable.build(1, routes))

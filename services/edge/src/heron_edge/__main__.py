@@ -24,6 +24,7 @@ from heron_edge.certs.store import CertificateStore
 from heron_edge.dataplane import DataPlane, check_free
 from heron_edge.health import HealthServer
 from heron_edge.http.proxy import ProxyContext
+from heron_edge.l4.context import L4Context
 from heron_edge.management import EdgeRefusedError, Identity, ManagementLink
 from heron_edge.routes import RouteTable, RoutingTable
 from heron_edge.settings import EdgeSettings
@@ -104,7 +105,11 @@ async def start_plane(
         pool.start()
         return pool
     ctx = ProxyContext(limits=settings.http_limits())
-    local = LocalPlane(DataPlane(ctx, main=main, http=http, reuse_port=False))
+    plane = DataPlane(
+        ctx, main=main, http=http, reuse_port=False,
+        l4=L4Context(limits=settings.l4_limits()), health_port=settings.health_port,
+    )  # fmt: skip
+    local = LocalPlane(plane)
     await local.start()
     return local
 

@@ -1,9 +1,11 @@
-"""The data plane of one process: the main port's SNI router, TLS termination, port 80.
+"""The data plane of one process: the main port's SNI router, TLS termination, port 80, and
+the L4 services' own ports.
 
 The main port accepts raw connections and peeks at the TLS ClientHello without consuming it
-(``heron_edge.tls.peek``): the SNI picks the certificate, and the socket is handed to the event
-loop's TLS with the bytes still queued in the kernel. (TLS passthrough services join here with
-the L4 issue.) A connection that is not TLS gets a plain-text 400 saying to use https://.
+(``heron_edge.tls.peek``): an SNI of a TLS service is passed through untouched
+(``heron_edge.l4``); otherwise the SNI picks the certificate, and the socket is handed to the
+event loop's TLS with the bytes still queued in the kernel. A connection that is not TLS gets a
+plain-text 400 saying to use https://.
 
 Port 80 answers with a redirect to HTTPS (and, with the certificates issue, http-01 challenges).
 
@@ -13,7 +15,6 @@ Listeners are bound with ``SO_REUSEPORT`` so several worker processes, each with
 
 import asyncio
 import contextlib
-import errno
 import socket
 from typing import cast
 
@@ -21,38 +22,22 @@ import httptools
 import structlog
 
 from heron_core.tasks import spawn
+from heron_edge.acceptor import Acceptor, addresses, bind_listener
 from heron_edge.address import Address
 from heron_edge.certs.contexts import ServerContexts
 from heron_edge.certs.snapshot import CertificateSnapshot
 from heron_edge.http.pages import page, redirect
 from heron_edge.http.proxy import HttpConnection, ProxyContext
-from heron_edge.passthrough import pass_through
+from heron_edge.l4.context import L4Context
+from heron_edge.l4.listeners import L4Listeners
+from heron_edge.l4.tcp import relay_connection
 from heron_edge.routes import RoutingTable
 from heron_edge.tls.clienthello import NotTls
 from heron_edge.tls.peek import PeekError, peek_client_hello
 
 log = structlog.get_logger(__name__)
 
-ACCEPT_BATCH = 64
 TLS_HANDSHAKE_TIMEOUT_S = 10.0
-
-
-def bind_listener(address: Address, *, reuse_port: bool, backlog: int = 1024) -> socket.socket:
-    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind((address.host, address.port))
-        sock.listen(backlog)
-        sock.setblocking(False)  # noqa: FBT003  (the socket API's own signature)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def check_free(address: Address) -> None:
@@ -73,24 +58,28 @@ class DataPlane:
         http: Address | None,
         reuse_port: bool = True,
         peek_timeout_s: float = 10.0,
+        l4: L4Context | None = None,
+        serve_udp: bool = True,
+        health_port: int | None = None,
     ) -> None:
         self.ctx = ctx
+        self.l4ctx = l4 or L4Context()
         self.contexts = ServerContexts()
         self._main_address = main
         self._http_address = http
         self._reuse_port = reuse_port
         self._peek_timeout_s = peek_timeout_s
-        self._main: socket.socket | None = None
+        self._health_port = health_port
+        self._main: Acceptor | None = None
         self._http_server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._handshakes: set[asyncio.Task[None]] = set()
-        self._accept_paused_until = 0.0
+        self.l4 = L4Listeners(self.l4ctx, main.host, reuse_port=reuse_port, serve_udp=serve_udp)
 
     @property
     def main_port(self) -> int:
         assert self._main is not None
-        port: int = self._main.getsockname()[1]
-        return port
+        return self._main.port
 
     @property
     def http_port(self) -> int | None:
@@ -101,20 +90,28 @@ class DataPlane:
 
     def apply_table(self, table: RoutingTable) -> None:
         self.ctx.set_table(table)
+        self.l4.apply(table)
 
     def apply_certificates(self, snapshot: CertificateSnapshot) -> None:
         self.contexts.update(snapshot)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._main = bind_listener(self._main_address, reuse_port=self._reuse_port)
-        loop.add_reader(self._main.fileno(), self._accept)
+        self._main = Acceptor(
+            bind_listener(self._main_address, reuse_port=self._reuse_port), self._on_connection
+        )
         if self._http_address is not None:
             sock = bind_listener(self._http_address, reuse_port=self._reuse_port)
             self._http_server = await loop.create_server(
                 lambda: RedirectConnection(self), sock=sock
             )
         self._sweeper = spawn(self.ctx.run_sweeper(), name="http sweeper")
+        reserved = {self.main_port: "main port"}
+        if self.http_port is not None:
+            reserved[self.http_port] = "HTTP port"
+        if self._health_port is not None:
+            reserved[self._health_port] = "health port"
+        self.l4.start(reserved)
         log.info(
             "listening",
             main=str(self._main_address.__class__(self._main_address.host, self.main_port)),
@@ -125,12 +122,11 @@ class DataPlane:
         """Stop accepting, let exchanges in flight finish for ``grace_s``, then close."""
         loop = asyncio.get_running_loop()
         if self._main is not None:
-            loop.remove_reader(self._main.fileno())
             self._main.close()
-            self._main = None
         if self._http_server is not None:
             self._http_server.close()
         deadline = loop.time() + grace_s
+        l4_stopped = spawn(self.l4.stop(grace_s), name="l4 stop")
         # a short poll: connections finish in callbacks, and an event per exchange would cost
         # every request something for the benefit of shutdown only
         while any(conn.busy for conn in self.ctx.connections) and loop.time() < deadline:  # noqa: ASYNC110
@@ -139,37 +135,14 @@ class DataPlane:
             self._sweeper.cancel()
         for task in list(self._handshakes):
             task.cancel()
+        await l4_stopped
         self.ctx.close()
 
     # --- the main port
-    def _accept(self) -> None:
-        listener = self._main
-        if listener is None:
-            return
-        loop = asyncio.get_running_loop()
-        for _ in range(ACCEPT_BATCH):
-            try:
-                sock, _ = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    # out of descriptors: stop accepting for a moment rather than spin
-                    log.error("accept failed, pausing for 0.5 s", error=str(exc))
-                    loop.remove_reader(listener.fileno())
-                    loop.call_later(0.5, self._resume_accept)
-                    return
-                log.warning("accept failed", error=str(exc))
-                continue
-            sock.setblocking(False)  # noqa: FBT003
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            task = spawn(self._route(sock), name="sni router")
-            self._handshakes.add(task)
-            task.add_done_callback(self._handshakes.discard)
-
-    def _resume_accept(self) -> None:
-        if self._main is not None:
-            asyncio.get_running_loop().add_reader(self._main.fileno(), self._accept)
+    def _on_connection(self, sock: socket.socket) -> None:
+        task = spawn(self._route(sock), name="sni router")
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
 
     async def _route(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -185,7 +158,12 @@ class DataPlane:
         sni = hello.server_name
         passthrough = self.ctx.table.tls.get(sni) if sni is not None else None
         if passthrough is not None:
-            await pass_through(passthrough, sock, *_addresses(sock))
+            try:
+                client, local = addresses(sock)
+            except OSError:
+                sock.close()
+                return
+            await relay_connection(self.l4ctx, passthrough, sock, client, local)
             return
         ssl_context = self.contexts.context_for(sni)
         try:
@@ -217,16 +195,6 @@ class DataPlane:
                 while await loop.sock_recv(sock, 65536):
                     pass
         sock.close()
-
-
-def _addresses(sock: socket.socket) -> tuple[tuple[str, int], tuple[str, int]]:
-    """(client, local) as (address, port), IPv4-mapped IPv6 shown as IPv4."""
-
-    def plain(address: tuple[str, int] | tuple[str, int, int, int]) -> tuple[str, int]:
-        host = address[0].removeprefix("::ffff:") if "." in address[0] else address[0]
-        return host, address[1]
-
-    return plain(sock.getpeername()), plain(sock.getsockname())
 
 
 class RedirectConnection(asyncio.Protocol):

@@ -97,6 +97,24 @@ def http_service(route: Route) -> HttpService:
 
 
 @dataclass(frozen=True, slots=True)
+class PortRoutes:
+    """The TCP services of one port: TLS services by SNI, and the TCP service (at most one)
+    that takes every connection no TLS service matches, plain TCP included."""
+
+    sni: dict[str, Route] = field(default_factory=dict)
+    fallback: Route | None = None
+
+    def merged(self, other: "PortRoutes | None") -> "PortRoutes":
+        if other is None:
+            return self
+        return PortRoutes({**self.sni, **other.sni}, self.fallback or other.fallback)
+
+
+#: the key of the main port's L4 routes: TLS services with no port of their own
+MAIN_PORT_KEY = 0
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingTable:
     """What the data plane serves; never changed once built."""
 
@@ -104,19 +122,40 @@ class RoutingTable:
     #: HTTP services by their (lower-case) domain
     http: dict[str, HttpService] = field(default_factory=dict)
     routes: dict[str, Route] = field(default_factory=dict)
-    #: TLS services (passed through untouched, by SNI) by their domain
-    tls: dict[str, Route] = field(default_factory=dict)
+    #: TCP and TLS services by listen port (``MAIN_PORT_KEY``: the main port, by SNI)
+    tcp_ports: dict[int, PortRoutes] = field(default_factory=dict)
+    #: UDP services by listen port
+    udp_ports: dict[int, Route] = field(default_factory=dict)
+
+    @property
+    def tls(self) -> dict[str, Route]:
+        """TLS services on the main port (passed through untouched, by SNI) by their domain."""
+        main = self.tcp_ports.get(MAIN_PORT_KEY)
+        return main.sni if main is not None else {}
 
     @classmethod
     def build(cls, version: int, routes: Iterable[Route]) -> "RoutingTable":
         by_id = {route.id: route for route in routes}
-        http = {
-            route.domain: http_service(route)
-            for route in by_id.values()
-            if route.mode is ServiceMode.HTTP
+        http: dict[str, HttpService] = {}
+        sni: dict[int, dict[str, Route]] = {}
+        fallback: dict[int, Route] = {}
+        udp: dict[int, Route] = {}
+        # sorted by id: when management's checks were bypassed and two services claim one
+        # port, every worker and every rebuild picks the same one
+        for route in sorted(by_id.values(), key=lambda r: r.id):
+            if route.mode is ServiceMode.HTTP:
+                http[route.domain] = http_service(route)
+            elif route.mode is ServiceMode.TLS:
+                sni.setdefault(route.listen_port, {}).setdefault(route.domain, route)
+            elif route.mode is ServiceMode.TCP and route.listen_port:
+                fallback.setdefault(route.listen_port, route)
+            elif route.mode is ServiceMode.UDP and route.listen_port:
+                udp.setdefault(route.listen_port, route)
+        tcp_ports = {
+            port: PortRoutes(sni.get(port, {}), fallback.get(port))
+            for port in sni.keys() | fallback.keys()
         }
-        tls = {route.domain: route for route in by_id.values() if route.mode is ServiceMode.TLS}
-        return cls(version, http, by_id, tls)
+        return cls(version, http, by_id, tcp_ports, udp)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from heron_core.settings import HeronSettings
 from heron_edge.address import Address
 from heron_edge.http.proxy import HttpLimits
 from heron_edge.http.upstream import PoolLimits
+from heron_edge.l4.context import L4Limits
 
 
 def _env(name: str, *, netbird: bool = True) -> AliasChoices:
@@ -155,7 +156,45 @@ class EdgeSettings(HeronSettings):
         description="a kept-alive connection to a target is closed after this idle time",
     )  # fmt: skip
 
+    proxy_max_dial_timeout: str = Field(
+        default="30s", validation_alias=_env("MAX_DIAL_TIMEOUT"),
+        description="L4: opening a target through the tunnel; caps a target's "
+        "`request_timeout` and is the default when it sets none",
+    )  # fmt: skip
+    proxy_l4_idle_timeout: str = Field(
+        default="5m", validation_alias=_env("L4_IDLE_TIMEOUT", netbird=False),
+        description="TCP/TLS services: a connection moving no byte this long is closed "
+        "(a service's `session_idle_timeout` overrides it)",
+    )  # fmt: skip
+    proxy_max_session_idle_timeout: str | None = Field(
+        default=None, validation_alias=_env("MAX_SESSION_IDLE_TIMEOUT"),
+        description="caps every L4 service's `session_idle_timeout`; empty: no cap",
+    )  # fmt: skip
+    proxy_l4_max_connections: int = Field(
+        default=4096, ge=1, validation_alias=_env("L4_MAX_CONNECTIONS", netbird=False),
+        description="TCP/TLS: concurrent connections per port and worker; more are refused",
+    )  # fmt: skip
+    proxy_l4_drain_timeout: str = Field(
+        default="30s", validation_alias=_env("L4_DRAIN_TIMEOUT", netbird=False),
+        description="connections of a removed L4 service may finish within this, then are cut",
+    )  # fmt: skip
+    proxy_udp_max_sessions_per_service: int = Field(
+        default=1024, ge=1, validation_alias=_env("UDP_MAX_SESSIONS_PER_SERVICE", netbird=False),
+        description="UDP: client sessions per service; new clients beyond it are refused",
+    )  # fmt: skip
+    proxy_udp_max_sessions: int = Field(
+        default=16384, ge=1, validation_alias=_env("UDP_MAX_SESSIONS", netbird=False),
+        description="UDP: client sessions of all services together",
+    )  # fmt: skip
+    proxy_udp_session_rate: float = Field(
+        default=50.0, gt=0, validation_alias=_env("UDP_SESSION_RATE", netbird=False),
+        description="UDP: new sessions per second and port (bursts of twice as many)",
+    )  # fmt: skip
+
     @field_validator(
+        "proxy_max_dial_timeout",
+        "proxy_l4_idle_timeout",
+        "proxy_l4_drain_timeout",
         "proxy_request_timeout",
         "proxy_header_timeout",
         "proxy_idle_timeout",
@@ -166,6 +205,13 @@ class EdgeSettings(HeronSettings):
     def _duration(cls, value: str) -> str:
         parse_duration_ms(value)
         return value
+
+    @field_validator("proxy_max_session_idle_timeout")
+    @classmethod
+    def _optional_duration(cls, value: str | None) -> str | None:
+        if value:
+            parse_duration_ms(value)
+        return value or None
 
     @field_validator("proxy_address", "proxy_health_address")
     @classmethod
@@ -198,6 +244,31 @@ class EdgeSettings(HeronSettings):
                 idle_timeout_s=seconds(self.proxy_idle_conn_timeout),
             ),
         )
+
+    def l4_limits(self) -> L4Limits:
+        def seconds(value: str) -> float:
+            return parse_duration_ms(value) / 1000
+
+        rate = self.proxy_udp_session_rate
+        return L4Limits(
+            max_connections_per_port=self.proxy_l4_max_connections,
+            tcp_idle_timeout_s=seconds(self.proxy_l4_idle_timeout),
+            max_idle_timeout_s=(
+                seconds(self.proxy_max_session_idle_timeout)
+                if self.proxy_max_session_idle_timeout
+                else None
+            ),
+            dial_timeout_s=seconds(self.proxy_max_dial_timeout),
+            drain_s=seconds(self.proxy_l4_drain_timeout),
+            udp_max_sessions_per_service=self.proxy_udp_max_sessions_per_service,
+            udp_max_sessions=self.proxy_udp_max_sessions,
+            udp_new_sessions_per_s=rate,
+            udp_new_sessions_burst=max(1, int(rate * 2)),
+        )
+
+    @property
+    def health_port(self) -> int:
+        return Address.parse(self.proxy_health_address).port
 
     @property
     def worker_count(self) -> int:

@@ -22,6 +22,7 @@ from heron_core.process import calm_garbage_collector
 from heron_edge.address import Address
 from heron_edge.dataplane import DataPlane
 from heron_edge.http.proxy import ProxyContext
+from heron_edge.l4.context import L4Context
 from heron_edge.settings import EdgeSettings
 from heron_edge.workers import ProtocolError, encode, read_message
 
@@ -38,6 +39,10 @@ async def serve(settings: EdgeSettings, control_fd: int, index: int) -> int:
         ProxyContext(limits=settings.http_limits(), access=access),
         main=Address.parse(settings.proxy_address),
         http=Address.parse(settings.proxy_http_address) if settings.proxy_http_address else None,
+        l4=L4Context(limits=settings.l4_limits(), access=access),
+        # one process holds the UDP ports, so a client's session and the bounds are global
+        serve_udp=index == 0,
+        health_port=settings.health_port,
     )
     try:
         await plane.start()
