@@ -4,17 +4,21 @@ Every test drives Heron only through its public interfaces; these helpers only s
 """
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from heron_tunnel.netns import Namespace, unique_name
+from heron_tunnel.netns import Namespace, cleanup_stale, unique_name, veth
 
 PYTHON = sys.executable
 
@@ -78,3 +82,118 @@ def api_client(base_url: str, token: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=base_url, headers={"Authorization": f"Token {token}"}, timeout=15, trust_env=False
     )
+
+
+READY_S = 60.0
+
+
+@dataclass
+class Hosts:
+    """The stack on an *edge* host and an agent on a *peer* host, reached from the test's own
+    namespace (the *client* host) over a veth; the peer reaches only the edge."""
+
+    edge: Namespace
+    peer: Namespace
+    address: str  # the edge host, as the client reaches it
+    api: str
+    token: str
+    data: Path
+    logs: Path
+    peer_id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def client(self) -> httpx.AsyncClient:
+        return api_client(self.api, self.token)
+
+    def tail(self) -> str:
+        return log_tail(self.logs, 40)
+
+    async def eventually(self, what: str, check: Any, within_s: float = READY_S) -> Any:
+        return await wait_for(what, check, within_s, self.tail)
+
+
+@contextlib.asynccontextmanager
+async def stack_with_agent(
+    tmp_path: Path,
+    *,
+    prefix: str,
+    subnet: str,
+    token: str,
+    stack_env: dict[str, str],
+    peer_processes: Sequence[tuple[str, Sequence[str]]] = (),
+) -> AsyncIterator[Hosts]:
+    """Namespaces ``<prefix>…`` linked client—edge (``<subnet>.0.0/24``) and edge—peer
+    (``<subnet>.1.0/24``), the stack in the edge host with ``stack_env`` added, the
+    ``peer_processes`` (name, argv) and a logged-in ``heron up`` in the peer host. Everything is
+    stopped and removed on exit."""
+    await cleanup_stale(prefix)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    processes: list[asyncio.subprocess.Process] = []
+    async with contextlib.AsyncExitStack() as exits:
+        edge_ns = await exits.enter_async_context(Namespace.unique(prefix))
+        peer_ns = await exits.enter_async_context(Namespace.unique(prefix))
+        await root_link(
+            edge_ns, IPv4Interface(f"{subnet}.0.1/24"), IPv4Interface(f"{subnet}.0.2/24")
+        )
+        await veth(
+            edge_ns, peer_ns, IPv4Interface(f"{subnet}.1.1/24"), IPv4Interface(f"{subnet}.1.2/24")
+        )
+        hosts = Hosts(
+            edge=edge_ns, peer=peer_ns, address=f"{subnet}.0.2", api=f"http://{subnet}.0.2:8080",
+            token=token, data=tmp_path / "stack", logs=logs,
+        )  # fmt: skip
+
+        async def stop_all() -> None:
+            for process in processes:
+                if process.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGTERM)
+            for process in processes:
+                try:
+                    await asyncio.wait_for(process.wait(), 20)
+                except TimeoutError:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    await process.wait()
+
+        exits.push_async_callback(stop_all)
+        processes.append(
+            await start(
+                logs, edge_ns, "stack", PYTHON, "-m", "heron_stack",
+                env={"HERON_DATA_DIR": str(hosts.data), "HERON_ADMIN_TOKEN": token,
+                     "HERON_LOG_FORMAT": "json", "HERON_MANAGEMENT_HOST": hosts.address,
+                     "HERON_MANAGEMENT_GRPC_HOST": "0.0.0.0",
+                     "HERON_PROXY_WIREGUARD_ENDPOINT": f"{subnet}.1.1:51820",
+                     "HERON_PROXY_WIREGUARD_INTERFACE": unique_name("wge"), **stack_env},
+            )
+        )  # fmt: skip
+        for name, argv in peer_processes:
+            processes.append(await start(logs, peer_ns, name, *argv))
+
+        async def api_up() -> bool:
+            try:
+                async with hosts.client() as client:
+                    return (await client.get("/api/services")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await hosts.eventually("management's API", api_up)
+        async with hosts.client() as client:
+            key = await client.post("/api/setup-keys", json={"name": "peers"})
+            assert key.status_code == 201, key.text
+        processes.append(
+            await start(
+                logs, peer_ns, "agent", PYTHON, "-m", "heron_agent", "up",
+                "--state-dir", str(tmp_path / "agent"), "--interface", unique_name("wga"),
+                "--management", f"http://{subnet}.1.1:50051", "--setup-key", key.json()["key"],
+                env={"HERON_MODE": "development", "HERON_LOG_FORMAT": "json"},
+            )
+        )  # fmt: skip
+
+        async def connected_peer() -> str | None:
+            async with hosts.client() as client:
+                peers = (await client.get("/api/peers")).json()
+            return peers[0]["id"] if peers and peers[0].get("connected") else None
+
+        hosts.peer_id = await hosts.eventually("the agent's login", connected_peer)
+        yield hosts

@@ -11,7 +11,6 @@ interfaces: the REST API, the ``heron`` CLI, and HTTPS on the edge's main port.
 """
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
@@ -20,45 +19,27 @@ import signal
 import socket
 import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from ipaddress import IPv4Interface
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest_asyncio
 import trustme
-from e2e_support import PYTHON, api_client, log_tail, root_link, start, wait_for
-
-from heron_tunnel.netns import Namespace, cleanup_stale, unique_name, veth
+from e2e_support import PYTHON, Hosts, stack_with_agent
 
 SUBNET = f"10.{150 + os.getpid() % 50}"  # 10.150-199.x: apart from the tunnel test's
 TOKEN = "hrn_" + secrets.token_urlsafe(30)
 DOMAIN = "heron.test"
 BACKEND_PORT = 7080
 BACKEND = Path(__file__).parents[1] / "integration" / "http_backend.py"
-READY_S = 60.0
 
 
-@dataclass
-class Edge:
-    edge: Namespace
-    peer: Namespace
-    address: str  # the edge host, as the test reaches it
-    api: str
-    data: Path
-    static_dir: Path
-    logs: Path
-    peer_id: str = ""
-
-    def client(self) -> httpx.AsyncClient:
-        return api_client(self.api, TOKEN)
-
-    def tail(self) -> str:
-        return log_tail(self.logs, 40)
-
-    async def eventually(self, what: str, check: Any, within_s: float = READY_S) -> Any:
-        return await wait_for(what, check, within_s, self.tail)
+class Edge(Hosts):
+    @property
+    def static_dir(self) -> Path:
+        static: Path = self.extra["static_dir"]
+        return static
 
     @property
     def local_ca(self) -> Path:
@@ -124,81 +105,16 @@ def write_pair(ca: trustme.CA, directory: Path, *names: str) -> str:
 
 @pytest_asyncio.fixture
 async def edge(tmp_path: Path) -> AsyncIterator[Edge]:
-    await cleanup_stale("hh")
-    logs = tmp_path / "logs"
-    logs.mkdir()
     static_dir = tmp_path / "static"
     static_dir.mkdir()
-    processes: list[asyncio.subprocess.Process] = []
-    async with contextlib.AsyncExitStack() as exits:
-        edge_ns = await exits.enter_async_context(Namespace.unique("hh"))
-        peer_ns = await exits.enter_async_context(Namespace.unique("hh"))
-        await root_link(
-            edge_ns, IPv4Interface(f"{SUBNET}.0.1/24"), IPv4Interface(f"{SUBNET}.0.2/24")
-        )
-        await veth(
-            edge_ns, peer_ns, IPv4Interface(f"{SUBNET}.1.1/24"), IPv4Interface(f"{SUBNET}.1.2/24")
-        )
-        state = Edge(
-            edge=edge_ns, peer=peer_ns, address=f"{SUBNET}.0.2", api=f"http://{SUBNET}.0.2:8080",
-            data=tmp_path / "stack", static_dir=static_dir, logs=logs,
-        )  # fmt: skip
-
-        async def stop_all() -> None:
-            for process in processes:
-                if process.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(process.pid, signal.SIGTERM)
-            for process in processes:
-                try:
-                    await asyncio.wait_for(process.wait(), 20)
-                except TimeoutError:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    await process.wait()
-
-        exits.push_async_callback(stop_all)
-        processes.append(
-            await start(
-                logs, edge_ns, "stack", PYTHON, "-m", "heron_stack",
-                env={"HERON_DATA_DIR": str(state.data), "HERON_ADMIN_TOKEN": TOKEN,
-                     "HERON_LOG_FORMAT": "json", "HERON_PROXY_DOMAIN": DOMAIN,
-                     "HERON_MANAGEMENT_HOST": state.address,
-                     "HERON_MANAGEMENT_GRPC_HOST": "0.0.0.0",
-                     "HERON_PROXY_WIREGUARD_ENDPOINT": f"{SUBNET}.1.1:51820",
-                     "HERON_PROXY_WIREGUARD_INTERFACE": unique_name("wge"),
-                     "HERON_PROXY_CERTIFICATE_DIRECTORY": str(static_dir)},
-            )
-        )  # fmt: skip
-        processes.append(
-            await start(logs, peer_ns, "backend", PYTHON, str(BACKEND), "--port", str(BACKEND_PORT))
-        )
-
-        async def api_up() -> bool:
-            try:
-                async with state.client() as client:
-                    return (await client.get("/api/services")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await state.eventually("management's API", api_up)
-        async with state.client() as client:
-            key = await client.post("/api/setup-keys", json={"name": "peers"})
-            assert key.status_code == 201, key.text
-        processes.append(
-            await start(
-                logs, peer_ns, "agent", PYTHON, "-m", "heron_agent", "up",
-                "--state-dir", str(tmp_path / "agent"), "--interface", unique_name("wga"),
-                "--management", f"http://{SUBNET}.1.1:50051", "--setup-key", key.json()["key"],
-                env={"HERON_MODE": "development", "HERON_LOG_FORMAT": "json"},
-            )
-        )  # fmt: skip
-
-        async def connected_peer() -> str | None:
-            async with state.client() as client:
-                peers = (await client.get("/api/peers")).json()
-            return peers[0]["id"] if peers and peers[0].get("connected") else None
-
-        state.peer_id = await state.eventually("the agent's login", connected_peer)
+    async with stack_with_agent(
+        tmp_path, prefix="hh", subnet=SUBNET, token=TOKEN,
+        stack_env={"HERON_PROXY_DOMAIN": DOMAIN,
+                   "HERON_PROXY_CERTIFICATE_DIRECTORY": str(static_dir)},
+        peer_processes=[("backend", [PYTHON, str(BACKEND), "--port", str(BACKEND_PORT)])],
+    ) as hosts:  # fmt: skip
+        state = Edge(**{f.name: getattr(hosts, f.name) for f in fields(Hosts)})
+        state.extra["static_dir"] = static_dir
         await state.eventually("the edge's local CA", lambda: _exists(state.local_ca))
         yield state
 
