@@ -1,3 +1,14 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from heron_core.certificates import (
+    ChallengeAnswer,
+    ChallengeType,
+    StoredCertificate,
+    http01_key,
+    tlsalpn01_key,
+)
 from heron_core.events import ServiceChanged
 from heron_core.types import AccountId, ChangeKind, ServiceId, ServiceMode
 
@@ -46,3 +57,21 @@ def test_tunnel_events_round_trip() -> None:
     assert [(type(e).noun, type(e).verb) for e in events] == [
         ("peer", "changed"), ("network", "changed"), ("edge", "changed"), ("proxy_token", "revoked"),
     ]  # fmt: skip
+
+
+def test_kv_values_refuse_a_newer_schema_and_round_trip() -> None:
+    now = datetime.now(UTC)
+    stored = StoredCertificate(
+        domain="app.example.com", chain_pem="chain", key_pem="key", not_before=now,
+        not_after=now, issued_at=now, issuer="Pebble",
+    )  # fmt: skip
+    assert StoredCertificate.decode(stored.encode()) == stored
+    newer = stored.model_copy(update={"schema_version": 2}).encode()
+    with pytest.raises(ValueError, match="newer"):
+        StoredCertificate.decode(newer)
+    answer = ChallengeAnswer(
+        type=ChallengeType.HTTP_01, domain="app.example.com", token="t0k-en_", key_authorization="x"
+    )
+    assert ChallengeAnswer.decode(answer.encode()) == answer
+    assert http01_key("t0k-en_") == "http-01.t0k-en_"
+    assert tlsalpn01_key("App.Example.com.") == "tls-alpn-01.app.example.com"

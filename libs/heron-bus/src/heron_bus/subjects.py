@@ -22,6 +22,8 @@ CERTIFICATES_BUCKET = "certificates"
 ACME_CHALLENGES_BUCKET = "acme_challenges"
 #: the auth gateway's public signing keys, by ``kid``
 AUTH_KEYS_BUCKET = "auth_keys"
+#: the certmanager's leases on the domains it orders (its own, not a contract)
+LEASES_BUCKET = "certmanager_leases"
 
 _EVENT_TOKEN = re.compile(r"[a-z][a-z0-9_]*")
 # one subject token: no whitespace, no wildcards, no empty token (nats.io subject rules)

@@ -113,3 +113,55 @@ class ProxyTokenRevoked(Event):
 
     account_id: AccountId
     proxy_token_id: ProxyTokenId
+
+
+class CertificateIssued(Event):
+    """A certificate for ``domain`` was issued (or renewed) and stored in the KV bucket
+    ``certificates``; management marks the domain's services as having one."""
+
+    noun: ClassVar[str] = "certificate"
+    verb: ClassVar[str] = "issued"
+
+    domain: str
+    not_before: datetime
+    not_after: datetime
+    #: the issuing CA's subject, as a person reads it
+    issuer: str
+    #: renewal of a certificate the domain had, rather than its first
+    renewal: bool = False
+
+
+class CertificateFailed(Event):
+    """Getting a certificate for ``domain`` failed; ``reason`` is the CA's own words where it
+    gave any. ``retry_at`` is when the certmanager tries again by itself (None: it does not,
+    until asked with ``CertificateRequested``)."""
+
+    noun: ClassVar[str] = "certificate"
+    verb: ClassVar[str] = "failed"
+
+    domain: str
+    reason: str
+    retry_at: datetime | None = None
+
+
+class CertificateRequested(Event):
+    """Someone asked for a certificate for ``domain`` now (the retry action of the API), ahead
+    of any backoff the certmanager is in."""
+
+    noun: ClassVar[str] = "certificate"
+    verb: ClassVar[str] = "requested"
+
+    account_id: AccountId
+    domain: str
+
+
+class DomainChanged(Event):
+    """A custom domain was added, verified (or failed verification) or deleted."""
+
+    noun: ClassVar[str] = "domain"
+    verb: ClassVar[str] = "changed"
+
+    account_id: AccountId
+    domain: str
+    change: ChangeKind
+    verified: bool
