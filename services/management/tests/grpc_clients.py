@@ -9,6 +9,7 @@ import base64
 import os
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Self
 
@@ -83,7 +84,12 @@ class Management:
         key: str | None = None,
         first: proxy_pb2.EdgeMessage | None = None,
         proxy_domain: str = "proxy.example.test",
+        capabilities: proxy_pb2.EdgeCapabilities | None = None,
     ) -> "Stream":
+        """An edge's config stream; ``capabilities`` default to custom ports (as an edge's
+        settings do)."""
+        if capabilities is None:
+            capabilities = proxy_pb2.EdgeCapabilities(supports_custom_ports=True)
         hello = proxy_pb2.EdgeMessage(
             hello=proxy_pb2.Hello(
                 instance_id=instance_id or f"edge-{secrets.token_hex(4)}",
@@ -91,7 +97,7 @@ class Management:
                 version="0.1.0-test",
                 wireguard_public_key=key or wireguard_key(),
                 wireguard_endpoint="203.0.113.7:51820",
-                capabilities=proxy_pb2.EdgeCapabilities(supports_custom_ports=True),
+                capabilities=capabilities,
             )
         )
         return Stream(self.proxy.Sync, bearer(proxy_token), first or hello)
@@ -167,6 +173,25 @@ class Stream:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+@asynccontextmanager
+async def registered_edge(
+    management: Management,
+    proxy_token: str,
+    proxy_domain: str,
+    *,
+    custom_ports: bool = True,
+    instance_id: str | None = None,
+) -> AsyncIterator[Stream]:
+    """An edge of cluster ``proxy_domain`` whose stream stays open: registered (management has
+    sent its ``EdgeSetup``) when the block starts, disconnected when it ends."""
+    capabilities = proxy_pb2.EdgeCapabilities(supports_custom_ports=custom_ports)
+    async with management.edge_sync(
+        proxy_token, proxy_domain=proxy_domain, capabilities=capabilities, instance_id=instance_id
+    ) as edge:
+        assert (await edge.read()).HasField("edge_setup")
+        yield edge
 
 
 def ack(sequence: int) -> proxy_pb2.EdgeMessage:

@@ -106,6 +106,13 @@ async def call(
     return response.json() if response.content else None
 
 
+async def proxy_token(owner: httpx.AsyncClient) -> str:
+    """A new proxy token of ``owner``'s account: what its edges present."""
+    created = await call(owner, "POST", "/api/proxy-tokens", 201, {"name": "edge"})
+    token: str = created["plain_token"]
+    return token
+
+
 @dataclass
 class RunningApi:
     base_url: str

@@ -1,6 +1,7 @@
-"""Small pure pieces: token format, permissions, port sharing."""
+"""Small pure pieces: token format, permissions, port sharing, clusters."""
 
 import random
+from datetime import UTC, datetime
 
 from heron_core.types import Role, ServiceMode
 from heron_management.domain.api_tokens import (
@@ -10,6 +11,7 @@ from heron_management.domain.api_tokens import (
     token_hash,
     token_hint,
 )
+from heron_management.domain.clusters import Cluster, ClusterEdge, cluster_of, group_clusters
 from heron_management.domain.permissions import Action, allows, may_assign
 from heron_management.domain.ports import AUTO_PORT_RANGE, may_share_port, pick_free_port
 
@@ -52,3 +54,55 @@ def test_pick_free_port_finds_the_last_free_one() -> None:
     taken = set(AUTO_PORT_RANGE) - {last}
     assert pick_free_port(taken, random.Random(1)) == last
     assert pick_free_port(set(AUTO_PORT_RANGE)) is None
+
+
+def _edge(
+    instance: str, *, connected: bool, custom_ports: bool, address: str = "p.test"
+) -> ClusterEdge:
+    return ClusterEdge(
+        edge_id=f"edg_{instance}", instance_id=instance, address=address, version="1",
+        connected=connected, last_seen=datetime(2026, 1, 1, tzinfo=UTC),
+        supports_custom_ports=custom_ports,
+    )  # fmt: skip
+
+
+def test_a_domain_belongs_to_the_longest_cluster_address_above_it() -> None:
+    addresses = ["example.com", "eu.example.com", "other.net"]
+    assert cluster_of("app.eu.example.com", addresses) == "eu.example.com"
+    assert cluster_of("app.example.com", addresses) == "example.com"
+    assert cluster_of("example.com", addresses) == "example.com"  # the bare cluster domain
+    assert cluster_of("notexample.com", addresses) is None  # a label boundary, not a suffix
+    assert cluster_of("app.example.org", addresses) is None
+
+
+def test_a_cluster_supports_custom_ports_when_an_edge_that_counts_reports_it() -> None:
+    def supports(*edges: ClusterEdge) -> bool:
+        return Cluster("p.test", edges).supports_custom_ports
+
+    assert supports(
+        _edge("a", connected=True, custom_ports=True),
+        _edge("b", connected=True, custom_ports=False),
+    )
+    # connected edges decide; a gone edge's report does not count while another is connected
+    assert not supports(
+        _edge("a", connected=False, custom_ports=True),
+        _edge("b", connected=True, custom_ports=False),
+    )
+    # none connected: the edges seen last decide, so a restart does not flip the answer
+    assert supports(_edge("a", connected=False, custom_ports=True))
+    assert not supports()  # no edge on record reports anything
+    assert not Cluster("p.test").known
+
+
+def test_edges_group_into_clusters_by_address() -> None:
+    clusters = group_clusters(
+        [
+            _edge("b", connected=True, custom_ports=True, address="q.test"),
+            _edge("z", connected=False, custom_ports=False),
+            _edge("a", connected=True, custom_ports=False),
+        ]
+    )
+    assert [(c.address, [e.instance_id for e in c.edges]) for c in clusters] == [
+        ("p.test", ["a", "z"]), ("q.test", ["b"]),
+    ]  # fmt: skip
+    assert [c.connected_instances for c in clusters] == [1, 1]

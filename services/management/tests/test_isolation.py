@@ -3,14 +3,29 @@
 The test walks the OpenAPI document, so a new route without an isolation case fails here.
 """
 
+import asyncio
 import re
+import secrets
+import time
 from typing import Any
 
 import httpx
+from grpc_clients import Management, registered_edge
 from management_fixtures import AccountSeed, RunningApi
 
 
-def _seed_objects(client: httpx.Client, seed: AccountSeed, domain: str) -> dict[str, str]:
+async def _register_edge(api: RunningApi, proxy_token: str, address: str) -> None:
+    """An edge of cluster ``address`` that registers and goes: the cluster stays on record."""
+    async with (
+        Management(api.grpc_target) as management,
+        registered_edge(management, proxy_token, address),
+    ):
+        pass
+
+
+def _seed_objects(
+    api: RunningApi, client: httpx.Client, seed: AccountSeed, domain: str
+) -> dict[str, str]:
     service = client.post(
         "/api/services",
         json={
@@ -25,7 +40,14 @@ def _seed_objects(client: httpx.Client, seed: AccountSeed, domain: str) -> dict[
     router = client.post(
         f"/api/networks/{seed.network_id}/routers", json={"peer_id": seed.peer_id}
     ).json()
+    cluster = f"victim-{secrets.token_hex(4)}.example.test"
+    asyncio.run(_register_edge(api, proxy_token["plain_token"], cluster))
+    deadline = time.monotonic() + 5
+    while client.get(f"/api/proxy-clusters/{cluster}").json()["connected_instances"]:
+        assert time.monotonic() < deadline, "the edge's stream did not end"
+        time.sleep(0.05)  # until management has seen the stream end: the listing holds still
     return {
+        "address": cluster,
         "setup_key_id": setup_key["id"],
         "proxy_token_id": proxy_token["id"],
         "router_id": router["id"],
@@ -88,7 +110,7 @@ def test_no_route_crosses_accounts(
         api.client(victim.tokens["owner"]) as owner_a,
         api.client(attacker.tokens["owner"]) as owner_b,
     ):
-        ids = _seed_objects(owner_a, victim, unique_domain("victim"))
+        ids = _seed_objects(api, owner_a, victim, unique_domain("victim"))
         before = {
             path: owner_a.get(path).json()
             for path in (
@@ -99,6 +121,7 @@ def test_no_route_crosses_accounts(
                 "/api/networks",
                 "/api/setup-keys",
                 "/api/proxy-tokens",
+                "/api/proxy-clusters",
                 f"/api/networks/{victim.network_id}/resources",
                 f"/api/networks/{victim.network_id}/routers",
             )

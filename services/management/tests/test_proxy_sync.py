@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 import httpx
 from grpc_clients import Management, ack, wireguard_key
-from management_fixtures import AccountSeed, RunningApi, call, seed_account
+from management_fixtures import AccountSeed, RunningApi, call, proxy_token, seed_account
 
 from heron_proto.heron.v1 import proxy_pb2
 
@@ -19,12 +19,6 @@ CREATED, MODIFIED, REMOVED = (
     proxy_pb2.CHANGE_TYPE_MODIFIED,
     proxy_pb2.CHANGE_TYPE_REMOVED,
 )
-
-
-async def proxy_token(owner: httpx.AsyncClient) -> str:
-    created = await call(owner, "POST", "/api/proxy-tokens", 201, {"name": "edge"})
-    token: str = created["plain_token"]
-    return token
 
 
 async def add_service(owner: httpx.AsyncClient, domain: str, **extra: Any) -> Any:

@@ -11,19 +11,13 @@ from typing import Any
 
 import httpx
 from grpc_clients import Management, Stream, ack, service_status
-from management_fixtures import AccountSeed, RunningApi, call, seed_account
+from management_fixtures import AccountSeed, RunningApi, call, proxy_token, seed_account
 
 from heron_core.types import ServiceMode, ServiceStatus
 from heron_management.domain.status import EdgeReport, ServiceFacts, derive_status
 
 STATUS_WITHIN_S = 5.0
 CLUSTER = "proxy.example.test"
-
-
-async def proxy_token(owner: httpx.AsyncClient) -> str:
-    created = await call(owner, "POST", "/api/proxy-tokens", 201, {"name": "edge"})
-    token: str = created["plain_token"]
-    return token
 
 
 async def add_service(

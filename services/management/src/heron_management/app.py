@@ -15,6 +15,7 @@ from heron_management.api import (
     health,
     network,
     peers,
+    proxy_clusters,
     proxy_tokens,
     services,
     setup_keys,
@@ -92,7 +93,17 @@ def create_app(settings: ManagementSettings) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
-    for module in (health, services, users, tokens, peers, network, setup_keys, proxy_tokens):
+    for module in (
+        health,
+        services,
+        users,
+        tokens,
+        peers,
+        network,
+        setup_keys,
+        proxy_tokens,
+        proxy_clusters,
+    ):
         app.include_router(module.router)
     package_version = version("heron-management")
 

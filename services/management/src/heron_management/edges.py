@@ -6,8 +6,11 @@ restarted edge that keeps its key keeps its address. Rows of edges gone for
 ``FORGET_EDGES_AFTER`` are dropped when another edge of the account registers.
 
 What the stream shows: every peer of the account with a WireGuard key (``tunnel_peers``), and
-every enabled service of the account (``edge_services``) whatever its domain — clusters and
-domains filter it in a later slice.
+the account's enabled services of the edge's cluster (``edge_services``): those whose
+``proxy_cluster`` is the edge's proxy domain, and those without a cluster yet (a domain under no
+cluster of the account, e.g. a custom domain), which every edge of the account serves. When an
+edge registers, the services without a cluster whose domain falls under its proxy domain join
+its cluster (``service_catalog.join_cluster``).
 """
 
 import ipaddress
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import delete, update
+from sqlalchemy import delete, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
@@ -39,6 +42,7 @@ from heron_management.db.tables import (
     ServiceRow,
     TargetRow,
 )
+from heron_management.db.write_lock import lock_writes
 from heron_management.domain.overlay import check_wireguard_key
 from heron_management.domain.presence import is_live
 from heron_management.domain.stored_auth import StoredAuth
@@ -53,7 +57,7 @@ from heron_management.errors import (
 )
 from heron_management.events import add_event
 from heron_management.overlay import edge_address
-from heron_management.service_catalog import to_service, to_target
+from heron_management.service_catalog import join_cluster, to_service, to_target
 from heron_management.service_status import forget_reports
 from heron_management.tunnel_views import EdgeService, RoutedTarget, TunnelPeer
 
@@ -161,6 +165,7 @@ async def register_edge(
 async def _register_once(
     session: AsyncSession, token: ProxyTokenRow, hello: EdgeHello, rng: random.Random
 ) -> EdgeRegistration:
+    await lock_writes(session)  # services may join the edge's cluster: as a service change
     key = hello.wireguard_public_key
     if (await session.exec(select(PeerRow.id).where(PeerRow.wireguard_public_key == key))).first():
         raise ConflictError(f"WireGuard key {key[:8]!r}… belongs to a peer: give the edge its own")
@@ -191,6 +196,7 @@ async def _register_once(
     row.connected, row.last_seen, row.stream_session = True, now, secrets.token_hex(8)
     session.add(row)
     await forget_reports(session, row.id)  # a new stream reports afresh
+    await join_cluster(session, token.account_id, hello.proxy_domain)
     await session.exec(
         delete(EdgeRow).where(
             col(EdgeRow.account_id) == token.account_id,
@@ -270,12 +276,20 @@ async def tunnel_peers(session: AsyncSession, account_id: str) -> tuple[TunnelPe
     )
 
 
-async def edge_services(session: AsyncSession, account_id: str) -> list[EdgeService]:
-    """Every enabled service of the account, its targets resolved to the agents that dial them."""
+async def edge_services(session: AsyncSession, account_id: str, cluster: str) -> list[EdgeService]:
+    """The account's enabled services that the edges of ``cluster`` serve (theirs and those of
+    no cluster), their targets resolved to the agents that dial them."""
     services = (
         await session.exec(
             select(ServiceRow)
-            .where(ServiceRow.account_id == account_id, col(ServiceRow.enabled))
+            .where(
+                ServiceRow.account_id == account_id,
+                col(ServiceRow.enabled),
+                or_(
+                    col(ServiceRow.proxy_cluster).is_(None),
+                    col(ServiceRow.proxy_cluster) == cluster,
+                ),
+            )
             .order_by(col(ServiceRow.id))
         )
     ).all()

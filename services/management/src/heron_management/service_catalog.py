@@ -9,6 +9,7 @@ is woken to publish the event.
 import ipaddress
 from collections.abc import Callable, Sequence
 
+from sqlalchemy import or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -40,13 +41,6 @@ from heron_management.db.columns import utcnow
 from heron_management.db.tables import PeerRow, ResourceRow, ServiceRow, TargetRow
 from heron_management.db.write_lock import lock_writes
 from heron_management.domain.permissions import Action
-from heron_management.domain.ports import (
-    MAIN_PORT,
-    may_share_port,
-    pick_free_port,
-    reserved_port,
-    transport_of,
-)
 from heron_management.domain.principal import Principal
 from heron_management.domain.service_spec import (
     AuthSpec,
@@ -59,6 +53,8 @@ from heron_management.domain.service_spec import (
 from heron_management.domain.stored_auth import StoredAuth, StoredHeaderAuth, StoredSecretMethod
 from heron_management.errors import ConflictError, FieldProblem, InvalidRequestError, NotFoundError
 from heron_management.events import add_event
+from heron_management.port_allocation import assign_port
+from heron_management.proxy_clusters import service_cluster
 from heron_management.secret_hashing import hash_secret
 from heron_management.service_status import refresh_service
 
@@ -220,7 +216,9 @@ class ServiceCatalog:
     ) -> list[TargetRow]:
         """Write ``spec`` onto ``row``, replacing its targets, after the checks that need the DB."""
         await _check_domain_free(session, row.id, spec.domain)
-        await _assign_port(session, row, spec)
+        cluster = await service_cluster(session, row.account_id, spec.domain, row.proxy_cluster)
+        await assign_port(session, row, spec, cluster)
+        row.proxy_cluster = cluster.address if cluster else None
         row.name, row.domain, row.mode = spec.name, spec.domain, spec.mode
         row.enabled = spec.enabled
         row.pass_host_header, row.rewrite_redirects = spec.pass_host_header, spec.rewrite_redirects
@@ -288,6 +286,29 @@ class ServiceCatalog:
             raise _conflict(exc, row) from exc
         self._on_commit()
         return to_service(row, targets)
+
+
+async def join_cluster(session: AsyncSession, account_id: str, address: str) -> None:
+    """An edge of cluster ``address`` registered: the account's services that had no cluster and
+    whose domain is ``address`` or under it join it (each with a ``ServiceChanged``), in the
+    caller's transaction, which holds ``lock_writes``. Their ports stay: a service without a
+    cluster competed with every other, so its port is free in any cluster. A service joins the
+    first cluster that claims it and changes clusters only when a change of it derives another.
+    """
+    homeless = await session.exec(
+        select(ServiceRow).where(
+            ServiceRow.account_id == account_id,
+            col(ServiceRow.proxy_cluster).is_(None),
+            or_(
+                col(ServiceRow.domain) == address,
+                col(ServiceRow.domain).endswith(f".{address}", autoescape=True),
+            ),
+        )
+    )
+    for row in homeless:
+        row.proxy_cluster, row.updated_at = address, utcnow()
+        session.add(row)
+        add_event(session, _event(row, ChangeKind.UPDATED, previous_domain=None))
 
 
 def _about_the_body(
@@ -538,54 +559,6 @@ def _outside_subnet(host: str, subnet: str) -> str | None:
     if address not in network:
         return f"host {host} is not inside the subnet {subnet}"
     return None
-
-
-async def _assign_port(session: AsyncSession, row: ServiceRow, spec: ServiceSpec) -> None:
-    if spec.listen_port is None:
-        row.listen_port, row.port_auto_assigned = None, False
-        return
-    others = (
-        await session.exec(
-            select(ServiceRow).where(
-                col(ServiceRow.listen_port).is_not(None), ServiceRow.id != row.id
-            )
-        )
-    ).all()
-    same_transport = [
-        o for o in others if transport_of(ServiceMode(o.mode)) == transport_of(spec.mode)
-    ]
-    if spec.mode is ServiceMode.TLS and spec.listen_port == MAIN_PORT:
-        row.listen_port, row.port_auto_assigned = 0, False  # the main port, routed by SNI
-        return
-    if spec.listen_port:
-        reserved = reserved_port(spec.mode, spec.listen_port)
-        if reserved:
-            raise InvalidRequestError(
-                [FieldProblem(("listen_port",), f"port {spec.listen_port} is {reserved}")]
-            )
-        for other in same_transport:
-            if other.listen_port == spec.listen_port and not may_share_port(
-                ServiceMode(other.mode), spec.mode
-            ):
-                holder = (
-                    repr(other.name) if other.account_id == row.account_id else "another account"
-                )
-                raise ConflictError(
-                    f"{transport_of(spec.mode)} port {spec.listen_port} is held by service {holder}"
-                )
-        row.listen_port, row.port_auto_assigned = spec.listen_port, False
-        return
-    if spec.mode is ServiceMode.TLS:
-        row.listen_port, row.port_auto_assigned = 0, False  # served on the main port, by SNI
-        return
-    taken = {o.listen_port for o in same_transport if o.listen_port}
-    keep = row.port_auto_assigned and row.listen_port and ServiceMode(row.mode) is spec.mode
-    if keep and row.listen_port not in taken:
-        return  # an update keeps the port it was given
-    port = pick_free_port(taken)
-    if port is None:
-        raise ConflictError(f"no free {transport_of(spec.mode)} port left in the auto-assign range")
-    row.listen_port, row.port_auto_assigned = port, True
 
 
 async def _stored_auth(spec: AuthSpec, current: StoredAuth) -> StoredAuth:

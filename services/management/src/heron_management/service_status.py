@@ -183,18 +183,22 @@ async def _derive(
     if enabled_targets is None:
         enabled_targets = await _enabled_targets(session, account_id, only)
     reports = await _reports(session, account_id, only, live)
-    known_clusters = sorted({e.proxy_domain for e in edges})
-    connected_clusters = sorted({e.proxy_domain for e in live.values()})
     for row in services:
+        # a service of a cluster counts that cluster's edges only; one without, every edge
+        serving = [e for e in edges if row.proxy_cluster in (None, e.proxy_domain)]
         facts = ServiceFacts(
             domain=row.domain,
             mode=ServiceMode(row.mode),
             enabled=row.enabled,
             enabled_targets=enabled_targets.get(row.id, 0),
             proxy_cluster=row.proxy_cluster,
-            connected_clusters=connected_clusters,
-            known_clusters=known_clusters,
-            reports=reports.get(row.id, ()),
+            connected_clusters=sorted({e.proxy_domain for e in serving if e.id in live}),
+            known_clusters=sorted({e.proxy_domain for e in serving}),
+            reports=[
+                report
+                for cluster, report in reports.get(row.id, ())
+                if row.proxy_cluster in (None, cluster)
+            ],
         )
         _apply(session, row, facts)
     return frozenset(live)
@@ -233,8 +237,8 @@ async def _enabled_targets(
 
 async def _reports(
     session: AsyncSession, account_id: str, only: list[str] | None, live: dict[str, EdgeRow]
-) -> dict[str, list[EdgeReport]]:
-    """The reports of live edges' current streams, by service."""
+) -> dict[str, list[tuple[str, EdgeReport]]]:
+    """The reports of live edges' current streams, by service, each with its edge's cluster."""
     if not live:
         return {}
     query = select(EdgeReportRow).where(
@@ -243,17 +247,16 @@ async def _reports(
     if only is not None:
         query = query.where(col(EdgeReportRow.service_id).in_(only))
     rows = await session.exec(query)
-    grouped: dict[str, list[EdgeReport]] = defaultdict(list)
+    grouped: dict[str, list[tuple[str, EdgeReport]]] = defaultdict(list)
     for row in rows:
         edge = live[row.edge_id]
         if row.stream_session != edge.stream_session:
             continue  # an older stream's, not yet cleaned up
-        grouped[row.service_id].append(
-            EdgeReport(
-                edge=edge.instance_id,
-                tunnel_up=row.tunnel_up,
-                certificate_available=row.certificate_available,
-                error_message=row.error_message,
-            )
+        report = EdgeReport(
+            edge=edge.instance_id,
+            tunnel_up=row.tunnel_up,
+            certificate_available=row.certificate_available,
+            error_message=row.error_message,
         )
+        grouped[row.service_id].append((edge.proxy_domain, report))
     return grouped

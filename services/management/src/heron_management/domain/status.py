@@ -40,11 +40,11 @@ class ServiceFacts:
     mode: ServiceMode
     enabled: bool
     enabled_targets: int
-    #: the service's cluster, once domains are assigned to clusters
+    #: the service's cluster; None while its domain falls under no cluster of the account
     proxy_cluster: str | None = None
     #: proxy domains of the edges that serve the service and are connected now
     connected_clusters: Sequence[str] = ()
-    #: proxy domains of every edge that served the service lately, connected or not
+    #: proxy domains of every edge that serves the service and was seen lately
     known_clusters: Sequence[str] = ()
     #: the last report of each connected edge that has reported on the service
     reports: Sequence[EdgeReport] = ()

@@ -2,11 +2,12 @@
 
 After the edge's ``Hello`` (anything else first: FAILED_PRECONDITION) management registers the
 instance and sends ``EdgeSetup``, ``TunnelPeers`` and the snapshot of the account's enabled
-services in ``ConfigBatch``es of at most ``snapshot_batch_size``. Every batch, the snapshot's and
-later ones alike, waits for the ack of the one before, so changes that arrive meanwhile are
-folded into the next batch (always complete mappings: CREATED, MODIFIED or REMOVED against
-what this stream sent). ``TunnelPeers`` goes out, complete, whenever it changes. A batch not
-acknowledged within ``ACK_TIMEOUT_S`` ends the stream; the edge reconnects and resyncs.
+services that its cluster serves (``edges.edge_services``) in ``ConfigBatch``es of at most
+``snapshot_batch_size``. Every batch, the snapshot's and later ones alike, waits for the ack of
+the one before, so changes that arrive meanwhile are folded into the next batch (always
+complete mappings: CREATED, MODIFIED or REMOVED against what this stream sent). ``TunnelPeers``
+goes out, complete, whenever it changes. A batch not acknowledged within ``ACK_TIMEOUT_S`` ends
+the stream; the edge reconnects and resyncs.
 
 The edge's ``ServiceStatus`` reports go to ``service_status`` (stored, statuses derived), those
 that arrived together in one transaction, and only those that differ from the last one stored
@@ -306,7 +307,7 @@ class _EdgeStream:
 
     async def _services(self, edge: EdgeRegistration) -> list[EdgeService]:
         async with self._deps.sessions() as session:
-            return await edges.edge_services(session, edge.account_id)
+            return await edges.edge_services(session, edge.account_id, edge.proxy_domain)
 
     async def _close(self, edge: EdgeRegistration) -> None:
         try:

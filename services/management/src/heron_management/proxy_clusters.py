@@ -1,0 +1,61 @@
+"""Proxy clusters: the use cases behind ``/api/proxy-clusters``, and the cluster of a service.
+
+An edge serves the account of the proxy token it presents, so a cluster is always one account's:
+the edges of that account with the same proxy domain (rules in ``domain.clusters``). Nobody sees
+another account's edges; an address only another account uses answers 404, as if unknown.
+"""
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from heron_management.db.columns import utcnow
+from heron_management.db.tables import EdgeRow
+from heron_management.domain.clusters import Cluster, ClusterEdge, cluster_of, group_clusters
+from heron_management.domain.permissions import Action
+from heron_management.domain.presence import is_live
+from heron_management.domain.principal import Principal
+from heron_management.errors import NotFoundError
+
+
+async def list_clusters(session: AsyncSession, principal: Principal) -> list[Cluster]:
+    principal.require(Action.READ_SERVICES)
+    return await account_clusters(session, principal.account_id)
+
+
+async def get_cluster(session: AsyncSession, principal: Principal, address: str) -> Cluster:
+    principal.require(Action.READ_SERVICES)
+    wanted = address.strip().lower().removesuffix(".")
+    for cluster in await account_clusters(session, principal.account_id):
+        if cluster.address == wanted:
+            return cluster
+    raise NotFoundError("proxy cluster", address)
+
+
+async def account_clusters(session: AsyncSession, account_id: str) -> list[Cluster]:
+    """The account's clusters, from every edge on record (edges unseen for an hour are dropped)."""
+    now = utcnow()
+    rows = await session.exec(select(EdgeRow).where(EdgeRow.account_id == account_id))
+    return group_clusters(
+        ClusterEdge(
+            edge_id=row.id,
+            instance_id=row.instance_id,
+            address=row.proxy_domain,
+            version=row.version,
+            connected=is_live(row.connected, row.last_seen, now),
+            last_seen=row.last_seen,
+            supports_custom_ports=bool(row.capabilities.get("supports_custom_ports", False)),
+        )
+        for row in rows
+    )
+
+
+async def service_cluster(
+    session: AsyncSession, account_id: str, domain: str, current: str | None
+) -> Cluster | None:
+    """The cluster that serves ``domain``: one of the account's, or ``current`` (the service's
+    cluster so far) when its edges are no longer on record but the domain still falls under it."""
+    clusters = {c.address: c for c in await account_clusters(session, account_id)}
+    address = cluster_of(domain, [*clusters, *([current] if current else [])])
+    if address is None:
+        return None
+    return clusters.get(address) or Cluster(address)
