@@ -44,6 +44,22 @@ def test_netbird_variable_names_are_accepted(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.wireguard_endpoint == "proxy.example.com:51820"
 
 
+@pytest.mark.parametrize(
+    ("value", "url"), [(None, None), ("", None), ("nats://n:4222", "nats://n:4222")]
+)
+def test_nats_is_optional(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, url: str | None
+) -> None:
+    monkeypatch.setenv("HERON_PROXY_DOMAIN", "proxy.example.com")
+    monkeypatch.setenv("HERON_PROXY_TOKEN", "t0ken")
+    monkeypatch.setenv("HERON_MODE", "development")
+    if value is None:
+        monkeypatch.delenv("HERON_NATS_URL", raising=False)
+    else:
+        monkeypatch.setenv("HERON_NATS_URL", value)
+    assert EdgeSettings().nats_url == url
+
+
 def test_plain_http_to_management_is_refused_in_production(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

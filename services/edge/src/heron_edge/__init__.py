@@ -2,11 +2,12 @@
 
 The control process (``__main__``): ``settings``, ``management`` (the only module that speaks
 gRPC: registration, the config stream, status reports), ``tunnel`` (the WireGuard interface and
-the agents as its peers), ``certs`` (certificates by SNI), ``status`` (what it reports per
-service), ``health``, ``workers`` (the data-plane processes). The data plane (``worker``):
-``dataplane`` (listeners, the SNI router of ``tls``), ``http`` (the L7 proxy), ``connector``
-(``open_stream``: a connected stream to a target through an agent), ``routes`` (the routing
-table).
+the agents as its peers), ``certs`` (certificates by SNI), ``bucket_sync`` (the only module
+that speaks NATS: the certmanager's certificates and ACME challenge answers), ``challenges``
+(those answers), ``status`` (what it reports per service), ``health``, ``workers`` (the
+data-plane processes). The data plane (``worker``): ``dataplane`` (listeners, the SNI router
+of ``tls``, port 80), ``http`` (the L7 proxy), ``connector`` (``open_stream``: a connected
+stream to a target through an agent), ``routes`` (the routing table).
 """
 
 import os

@@ -1,9 +1,11 @@
 """``heron-edge``: the control process, and the data-plane workers it starts.
 
 The control process holds what is shared and slow: the config stream from management, the
-WireGuard interface, the certificates (files, local CA; ACME later) and the status reports.
-The data plane — the public ports — runs in ``HERON_PROXY_WORKERS`` worker processes
-(``heron_edge.worker``), each told every new routing table and certificate snapshot.
+WireGuard interface, the certificates (files, local CA, and with ``HERON_NATS_URL`` the
+certmanager's from NATS, with its ACME challenge answers) and the status reports. The data
+plane — the public ports — runs in ``HERON_PROXY_WORKERS`` worker processes
+(``heron_edge.worker``), each told every new routing table, certificate snapshot and set of
+challenge answers.
 """
 
 import asyncio
@@ -20,7 +22,9 @@ from heron_core.logging import configure_logging
 from heron_core.tasks import spawn
 from heron_core.types import ServiceMode
 from heron_edge.address import Address
+from heron_edge.bucket_sync import BucketSync
 from heron_edge.certs.store import CertificateStore
+from heron_edge.challenges import ChallengeBook
 from heron_edge.dataplane import DataPlane, check_free
 from heron_edge.health import HealthServer
 from heron_edge.http.proxy import ProxyContext
@@ -67,6 +71,8 @@ class LocalPlane:
             self._plane.apply_table(payload)
         elif kind == "certificates":
             self._plane.apply_certificates(payload)
+        elif kind == "challenges":
+            self._plane.apply_challenges(payload)
 
     async def stop(self, grace_s: float) -> None:
         await self._plane.stop(grace_s)
@@ -129,6 +135,7 @@ async def serve(settings: EdgeSettings, *, in_process: bool = False) -> None:
 
     plane = await start_plane(settings, main_address, http_address, in_process=in_process)
     plane.publish("certificates", certificates.snapshot)
+    challenges = ChallengeBook(on_change=lambda answers: plane.publish("challenges", answers))
 
     routes = RouteTable()
 
@@ -185,6 +192,14 @@ async def serve(settings: EdgeSettings, *, in_process: bool = False) -> None:
         spawn(push_certificates(), name="certificates to the data plane"),
         spawn(reporter.run(), name="service status"),
     ]
+    if settings.nats_url:
+        sync = BucketSync(
+            settings.nats_url,
+            certificates=certificates.external,
+            challenges=challenges,
+            client_name=f"heron-edge {settings.proxy_instance_id}",
+        )
+        tasks.append(spawn(sync.run(), name="certificates and challenges from NATS"))
     log.info(
         "edge starting",
         main=str(main_address),
@@ -192,12 +207,17 @@ async def serve(settings: EdgeSettings, *, in_process: bool = False) -> None:
         health=str(health_address),
         workers=0 if in_process else settings.worker_count,
         local_ca=str(settings.local_ca_dir / "root.crt") if settings.proxy_local_ca else None,
+        certificates_from_nats=bool(settings.nats_url),
     )
     try:
         await link.run()
     finally:
         for task in tasks:
             task.cancel()
+        # awaited, so the NATS connection closes; a task that had died says why once
+        for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                log.error("background task had failed", error=repr(outcome))
         await plane.stop(SHUTDOWN_GRACE_S)
         await health.stop()
         await certificates.close()

@@ -5,9 +5,12 @@ The main port accepts raw connections and peeks at the TLS ClientHello without c
 (``heron_edge.tls.peek``): an SNI of a TLS service is passed through untouched
 (``heron_edge.l4``); otherwise the SNI picks the certificate, and the socket is handed to the
 event loop's TLS with the bytes still queued in the kernel. A connection that is not TLS gets a
-plain-text 400 saying to use https://.
+plain-text 400 saying to use https://. A ClientHello that offers only ``acme-tls/1`` is an ACME
+tls-alpn-01 validation (RFC 8737): it gets the challenge certificate for its name and the
+connection ends with the handshake; with no answer for that name, it is closed at once.
 
-Port 80 answers with a redirect to HTTPS (and, with the certificates issue, http-01 challenges).
+Port 80 answers ACME http-01 challenges (``/.well-known/acme-challenge/<token>``) and
+redirects every other request to HTTPS.
 
 Listeners are bound with ``SO_REUSEPORT`` so several worker processes, each with its own
 ``DataPlane``, share the ports and the kernel spreads connections across them.
@@ -16,6 +19,8 @@ Listeners are bound with ``SO_REUSEPORT`` so several worker processes, each with
 import asyncio
 import contextlib
 import socket
+import ssl
+from collections.abc import Callable
 from typing import cast
 
 import httptools
@@ -26,7 +31,8 @@ from heron_edge.acceptor import Acceptor, addresses, bind_listener
 from heron_edge.address import Address
 from heron_edge.certs.contexts import ServerContexts
 from heron_edge.certs.snapshot import CertificateSnapshot
-from heron_edge.http.pages import page, redirect
+from heron_edge.challenges import ACME_ONLY_ALPN, ChallengeAnswers, ChallengeResponder
+from heron_edge.http.pages import page, redirect, text
 from heron_edge.http.proxy import HttpConnection, ProxyContext
 from heron_edge.l4.context import L4Context
 from heron_edge.l4.listeners import L4Listeners
@@ -38,6 +44,8 @@ from heron_edge.tls.peek import PeekError, peek_client_hello
 log = structlog.get_logger(__name__)
 
 TLS_HANDSHAKE_TIMEOUT_S = 10.0
+#: RFC 8555 §8.3: where the CA fetches an http-01 key authorization, on port 80
+ACME_CHALLENGE_PATH = b"/.well-known/acme-challenge/"
 
 
 def check_free(address: Address) -> None:
@@ -65,6 +73,7 @@ class DataPlane:
         self.ctx = ctx
         self.l4ctx = l4 or L4Context()
         self.contexts = ServerContexts()
+        self.challenges = ChallengeResponder()
         self._main_address = main
         self._http_address = http
         self._reuse_port = reuse_port
@@ -94,6 +103,9 @@ class DataPlane:
 
     def apply_certificates(self, snapshot: CertificateSnapshot) -> None:
         self.contexts.update(snapshot)
+
+    def apply_challenges(self, answers: ChallengeAnswers) -> None:
+        self.challenges.update(answers)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -165,17 +177,26 @@ class DataPlane:
                 return
             await relay_connection(self.l4ctx, passthrough, sock, client, local)
             return
-        ssl_context = self.contexts.context_for(sni)
-        try:
-            await loop.connect_accepted_socket(
-                lambda: HttpConnection(self.ctx, sni=sni, tls=True),
-                sock,
-                ssl=ssl_context,
-                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S,
-            )
-        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
-            log.debug("TLS handshake failed", sni=sni, error=str(exc))
+        # after pass-through: a TLS service's own server may answer its own ACME validations
+        if hello.alpn == ACME_ONLY_ALPN:
+            await self._answer_tls_alpn01(sock, sni)
+            return
+        await _terminate_tls(
+            sock,
+            sni,
+            self.contexts.context_for(sni),
+            lambda: HttpConnection(self.ctx, sni=sni, tls=True),
+        )
+
+    async def _answer_tls_alpn01(self, sock: socket.socket, sni: str | None) -> None:
+        """RFC 8737 §3: the challenge certificate with ``acme-tls/1`` selected, then the end."""
+        context = self.challenges.tls_alpn01_context(sni)
+        if context is None:
+            log.info("tls-alpn-01 validation with no answer, closed", sni=sni)
             sock.close()
+            return
+        if await _terminate_tls(sock, sni, context, _CloseAfterHandshake):
+            log.info("tls-alpn-01 challenge answered", sni=sni)
 
     async def _refuse_plaintext(self, sock: socket.socket) -> None:
         """Plain HTTP on the TLS port: say so in a way a person and a script understand."""
@@ -197,8 +218,34 @@ class DataPlane:
         sock.close()
 
 
+async def _terminate_tls(
+    sock: socket.socket,
+    sni: str | None,
+    context: ssl.SSLContext,
+    protocol: Callable[[], asyncio.Protocol],
+) -> bool:
+    """Hand ``sock`` to the event loop's TLS; False (the socket closed) if the handshake fails."""
+    try:
+        await asyncio.get_running_loop().connect_accepted_socket(
+            protocol, sock, ssl=context, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S
+        )
+    except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+        log.debug("TLS handshake failed", sni=sni, error=str(exc))
+        sock.close()
+        return False
+    return True
+
+
+class _CloseAfterHandshake(asyncio.Protocol):
+    """A tls-alpn-01 validation is over once the handshake is: the CA sends nothing more."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
 class RedirectConnection(asyncio.Protocol):
-    """Port 80: every request is sent to the same URL over HTTPS."""
+    """Port 80: ACME http-01 challenges are answered, every other request is sent to the same URL
+    over HTTPS."""
 
     def __init__(self, plane: DataPlane) -> None:
         self._plane = plane
@@ -242,6 +289,9 @@ class RedirectConnection(asyncio.Protocol):
             self._host = value.strip()
 
     def on_headers_complete(self) -> None:
+        if self._url.startswith(ACME_CHALLENGE_PATH):
+            self._answer(self._challenge_response())
+            return
         host = self._host.decode("latin-1").lower()
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         if not name:
@@ -253,6 +303,20 @@ class RedirectConnection(asyncio.Protocol):
         authority = name if port == 443 else f"{name}:{port}"
         path = self._url.decode("latin-1") if self._url.startswith(b"/") else "/"
         self._answer(redirect(f"https://{authority}{path}", keep_alive=False))
+
+    def _challenge_response(self) -> bytes:
+        """The key authorization for the token in the path, whatever the Host (the CA asks by
+        the domain being validated, which the routing table may not serve yet)."""
+        token = self._url[len(ACME_CHALLENGE_PATH) :].partition(b"?")[0].decode("latin-1")
+        method = self._parser.get_method()
+        key_authorization = self._plane.challenges.key_authorization(token)
+        if key_authorization is None or method not in {b"GET", b"HEAD"}:
+            return page(
+                404, "No such challenge", "No ACME challenge is pending for this token.",
+                keep_alive=False, head_only=method == b"HEAD",
+            )  # fmt: skip
+        log.info("http-01 challenge answered", token=token)
+        return text(200, key_authorization, keep_alive=False, head_only=method == b"HEAD")
 
     def _answer(self, data: bytes) -> None:
         transport = self._transport

@@ -113,6 +113,11 @@ class EdgeSettings(HeronSettings):
         description="issue a certificate per domain from a local CA kept in the data directory "
         "(the stack's default; clients must trust `<data dir>/edge/local-ca/root.crt`)",
     )
+    nats_url: str | None = Field(
+        default=None,
+        description="NATS with JetStream: certificates and ACME challenge answers arrive from its "
+        "KV buckets (`certificates`, `acme_challenges`); empty: none",
+    )
     proxy_upstream_ca_file: str | None = Field(
         default=None,
         validation_alias=_env("UPSTREAM_CA_FILE", netbird=False),
@@ -211,6 +216,11 @@ class EdgeSettings(HeronSettings):
     def _optional_duration(cls, value: str | None) -> str | None:
         if value:
             parse_duration_ms(value)
+        return value or None
+
+    @field_validator("nats_url")
+    @classmethod
+    def _optional_url(cls, value: str | None) -> str | None:
         return value or None
 
     @field_validator("proxy_address", "proxy_health_address")

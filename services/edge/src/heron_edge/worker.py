@@ -2,7 +2,8 @@
 
 Started by the edge's control process (``heron_edge.workers``), never by hand: it reads the
 same settings from the environment, binds the public ports with ``SO_REUSEPORT``, says
-``listening``, and serves whatever routing table and certificates the control process sends.
+``listening``, and serves whatever routing table, certificates and ACME challenge answers the
+control process sends.
 SIGTERM (or the control socket closing) stops it gracefully.
 """
 
@@ -75,6 +76,8 @@ async def serve(settings: EdgeSettings, control_fd: int, index: int) -> int:
                 plane.apply_table(payload)
             elif kind == "certificates":
                 plane.apply_certificates(payload)
+            elif kind == "challenges":
+                plane.apply_challenges(payload)
             else:
                 log.warning("unknown control message ignored", kind=kind)
     except (ProtocolError, ConnectionError) as exc:

@@ -2,7 +2,7 @@
 
 Parts: ``pairs`` (``CertificatePair``, ``load_pair``, the ``covers`` rule), ``sources`` (files
 the edge polls and hot-reloads through ``watched``, and the ``ExternalSource`` seam ACME
-feeds), ``local_ca`` (a CA of the edge's own, for HTTPS with no setup), ``issuing`` (minting
+feeds), ``stored`` (the certmanager's ``StoredCertificate`` as a pair), ``local_ca`` (a CA of the edge's own, for HTTPS with no setup), ``issuing`` (minting
 leaves and self-signed pairs), ``snapshot`` (the frozen, picklable set the workers get, and the
 precedence rule), ``store`` (the control process's ``CertificateStore``), ``contexts`` (the
 workers' ``ServerContexts``).

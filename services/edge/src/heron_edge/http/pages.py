@@ -39,29 +39,62 @@ def page(
         f"<p><small>{status} {escape(reason_phrase(status))} · Heron edge</small></p>"
         "</body></html>\n"
     ).encode()
-    lines = [
-        f"HTTP/1.1 {status} {reason_phrase(status)}",
-        "content-type: text/html; charset=utf-8",
-        f"content-length: {len(body)}",
-        "cache-control: no-store",
-        "x-content-type-options: nosniff",
-    ]
-    lines.extend(f"{name}: {value}" for name, value in extra_headers)
-    if not keep_alive:
-        lines.append("connection: close")
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return head if head_only else head + body
+    headers = (("cache-control", "no-store"), ("x-content-type-options", "nosniff"), *extra_headers)
+    return _response(
+        status,
+        "text/html; charset=utf-8",
+        body,
+        headers,
+        keep_alive=keep_alive,
+        head_only=head_only,
+    )
 
 
 def redirect(location: str, *, status: int = 308, keep_alive: bool = True) -> bytes:
     """A redirect with a one-line body for clients that do not follow it."""
-    body = f"Moved to {location}\n".encode()
+    return text(
+        status,
+        f"Moved to {location}\n",
+        keep_alive=keep_alive,
+        extra_headers=(("location", location),),
+    )
+
+
+def text(
+    status: int,
+    body: str,
+    *,
+    keep_alive: bool = True,
+    head_only: bool = False,
+    extra_headers: tuple[tuple[str, str], ...] = (),
+) -> bytes:
+    """A full response with a plain-text body (unless ``head_only``)."""
+    return _response(
+        status,
+        "text/plain; charset=utf-8",
+        body.encode(),
+        extra_headers,
+        keep_alive=keep_alive,
+        head_only=head_only,
+    )
+
+
+def _response(
+    status: int,
+    content_type: str,
+    body: bytes,
+    headers: tuple[tuple[str, str], ...],
+    *,
+    keep_alive: bool,
+    head_only: bool,
+) -> bytes:
     lines = [
         f"HTTP/1.1 {status} {reason_phrase(status)}",
-        f"location: {location}",
-        "content-type: text/plain; charset=utf-8",
+        f"content-type: {content_type}",
         f"content-length: {len(body)}",
+        *(f"{name}: {value}" for name, value in headers),
     ]
     if not keep_alive:
         lines.append("connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head if head_only else head + body
