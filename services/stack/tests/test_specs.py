@@ -199,3 +199,31 @@ def test_an_empty_http_address_means_no_plain_http_listener(settings: StackSetti
 
     assert edge.listens == (("127.0.0.1", 18443), ("127.0.0.1", 9100))
     assert "http://<name>" not in render_banner(without)
+
+
+def test_without_acme_there_is_no_certmanager(settings: StackSettings) -> None:
+    names = [spec.name for spec in stack_specs(settings, stderr_is_tty=False)]
+
+    assert names == ["nats", "management", "edge"]
+    assert "ACME" not in render_banner(settings)
+
+
+def test_with_acme_the_certmanager_starts_before_the_edge(settings: StackSettings) -> None:
+    acme = settings.model_copy(
+        update={"acme_directory_url": "https://ca.example/dir", "certmanager_port": 18083}
+    )
+
+    *_, certmanager, edge = stack_specs(acme, stderr_is_tty=False)
+
+    assert certmanager.name == "certmanager"
+    assert certmanager.argv == (sys.executable, "-m", "heron_certmanager")
+    assert certmanager.env["HERON_ACME_DIRECTORY_URL"] == "https://ca.example/dir"
+    assert certmanager.env["HERON_CERTMANAGER_PORT"] == "18083"
+    assert certmanager.env["HERON_NATS_URL"] == "nats://127.0.0.1:14222"
+    assert [c.description for c in certmanager.ready_checks] == [
+        HttpOk("http://127.0.0.1:18083/healthz/ready").description
+    ]
+    assert certmanager.listens == (("127.0.0.1", 18083),)
+    assert edge.env["HERON_PROXY_ACME_CERTIFICATES"] == "true"
+    assert edge.env["HERON_PROXY_LOCAL_CA"] == "true", "the fallback until a certificate comes"
+    assert "https://ca.example/dir" in render_banner(acme)

@@ -25,6 +25,7 @@ def banner_rows(settings: StackSettings) -> list[tuple[str, str]]:
             f"{settings.proxy_wireguard_interface} (agents reach the edge here)",
         ),
         ("edge health", _edge_health(settings)),
+        *_acme(settings),
         ("NATS", f"{settings.nats_url} (JetStream store {data / 'nats'})"),
         ("data dir", str(data)),
         ("database", _database(settings)),
@@ -57,6 +58,14 @@ def _edge_health(settings: StackSettings) -> str:
     host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1"}.get(host, host)  # noqa: S104
     host = f"[{host}]" if ":" in host else host
     return f"http://{host}:{port}/healthz/ready"
+
+
+def _acme(settings: StackSettings) -> list[tuple[str, str]]:
+    if not settings.acme_directory_url:
+        return []
+    return [
+        ("ACME", f"{settings.acme_directory_url} (certmanager {settings.certmanager_health_url})")
+    ]
 
 
 def _port_suffix(address: str, *, default: int) -> str:

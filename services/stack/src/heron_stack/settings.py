@@ -106,6 +106,14 @@ class StackSettings(HeronSettings):
         description="the `host:port` agents dial for the edge's WireGuard; default "
         "`<proxy domain>:<WG port>`, or `127.0.0.1:<WG port>` for a `.localhost` domain",
     )
+    acme_directory_url: str | None = Field(
+        default=None,
+        description="an ACME CA's directory URL: the stack runs the certmanager and the edge "
+        "serves its certificates (the local CA stays the fallback); unset: no ACME",
+    )
+    certmanager_port: int = Field(
+        default=8083, ge=1, le=65535, description="the certmanager's health port on 127.0.0.1"
+    )
     stack_ready_timeout_s: float = Field(
         default=60.0, gt=0, description="how long each service may take to become ready"
     )
@@ -156,6 +164,14 @@ class StackSettings(HeronSettings):
     def edge_local_ca_certificate(self) -> Path:
         """Where the edge's local CA keeps its root certificate (``HERON_PROXY_LOCAL_CA``)."""
         return self.data_path / "edge" / "local-ca" / "root.crt"
+
+    @property
+    def acme_enabled(self) -> bool:
+        return bool(self.acme_directory_url)
+
+    @property
+    def certmanager_health_url(self) -> str:
+        return f"http://127.0.0.1:{self.certmanager_port}/healthz/ready"
 
     @property
     def management_url(self) -> str:

@@ -1,7 +1,8 @@
 """What the stack runs: one ``ServiceSpec`` per service, started in table order.
 
-A later service (certmanager, authgateway, accesslog) is one more entry in ``stack_specs``: its
-command line, the environment it needs, how to tell it is ready.
+A later service (authgateway, accesslog) is one more entry in ``stack_specs``: its command
+line, the environment it needs, how to tell it is ready. The certmanager is one only when ACME is
+configured (``HERON_ACME_DIRECTORY_URL``).
 
 The edge authenticates to management with a proxy token that the runner makes itself, one per
 start (unless ``HERON_MANAGEMENT_EDGE_TOKEN`` names one), and hands to both in their environment:
@@ -41,9 +42,13 @@ def stack_specs(settings: StackSettings, *, stderr_is_tty: bool) -> list[Service
     """The whole stack on one machine, in start order."""
     given = settings.management_edge_token
     edge_token = given.get_secret_value() if given else generate_token(PROXY_TOKEN_PREFIX)
+    certificates = (
+        [certmanager_spec(settings, stderr_is_tty=stderr_is_tty)] if settings.acme_enabled else []
+    )
     return [
         nats_spec(settings),
         management_spec(settings, edge_token, stderr_is_tty=stderr_is_tty),
+        *certificates,
         edge_spec(settings, edge_token, stderr_is_tty=stderr_is_tty),
     ]
 
@@ -89,6 +94,25 @@ def management_spec(
     )
 
 
+def certmanager_spec(settings: StackSettings, *, stderr_is_tty: bool) -> ServiceSpec:
+    """The certmanager, only with ACME configured; ready once it has read its KV buckets. Its
+    other settings (challenge type, account e-mail, CA bundle) reach it from the runner's
+    environment as they are."""
+    assert settings.acme_directory_url is not None
+    return ServiceSpec(
+        name="certmanager",
+        argv=(sys.executable, "-m", "heron_certmanager"),
+        env={
+            **shared_env(settings, stderr_is_tty=stderr_is_tty),
+            "HERON_ACME_DIRECTORY_URL": settings.acme_directory_url,
+            "HERON_CERTMANAGER_HOST": "127.0.0.1",
+            "HERON_CERTMANAGER_PORT": str(settings.certmanager_port),
+        },
+        ready_checks=(HttpOk(settings.certmanager_health_url),),
+        listens=(("127.0.0.1", settings.certmanager_port),),
+    )
+
+
 def edge_spec(settings: StackSettings, edge_token: str, *, stderr_is_tty: bool) -> ServiceSpec:
     """The edge, ready once it is alive: without root it may never get its WireGuard interface
     (and so never be *ready*), but it keeps running and says why, and the stack still comes up."""
@@ -109,7 +133,9 @@ def edge_spec(settings: StackSettings, edge_token: str, *, stderr_is_tty: bool) 
             "HERON_PROXY_ADDRESS": settings.proxy_address,
             "HERON_PROXY_HTTP_ADDRESS": settings.proxy_http_address,
             "HERON_PROXY_HEALTH_ADDRESS": settings.proxy_health_address,
-            "HERON_PROXY_LOCAL_CA": "true",  # no ACME on a laptop: a local CA signs each domain
+            # a local CA signs each domain; with ACME on, the CA's certificates take precedence
+            "HERON_PROXY_LOCAL_CA": "true",
+            "HERON_PROXY_ACME_CERTIFICATES": str(settings.acme_enabled).lower(),
             "HERON_PROXY_WG_PORT": str(settings.proxy_wg_port),
             "HERON_PROXY_WIREGUARD_INTERFACE": settings.proxy_wireguard_interface,
             "HERON_PROXY_WIREGUARD_ENDPOINT": settings.edge_wireguard_endpoint,
