@@ -121,10 +121,13 @@ async def stack_with_agent(
     token: str,
     stack_env: dict[str, str],
     peer_processes: Sequence[tuple[str, Sequence[str]]] = (),
+    client_side: Sequence[contextlib.AbstractAsyncContextManager[object]] = (),
 ) -> AsyncIterator[Hosts]:
     """Namespaces ``<prefix>…`` linked client—edge (``<subnet>.0.0/24``) and edge—peer
     (``<subnet>.1.0/24``), the stack in the edge host with ``stack_env`` added, the
-    ``peer_processes`` (name, argv) and a logged-in ``heron up`` in the peer host. Everything is
+    ``peer_processes`` (name, argv) and a logged-in ``heron up`` in the peer host.
+    ``client_side`` are entered once the client host has its address (``<subnet>.0.1``), before
+    the stack starts: servers the stack reaches on the client's side (an ACME CA). Everything is
     stopped and removed on exit."""
     await cleanup_stale(prefix)
     logs = tmp_path / "logs"
@@ -143,6 +146,8 @@ async def stack_with_agent(
             edge=edge_ns, peer=peer_ns, address=f"{subnet}.0.2", api=f"http://{subnet}.0.2:8080",
             token=token, data=tmp_path / "stack", logs=logs,
         )  # fmt: skip
+        for server in client_side:
+            await exits.enter_async_context(server)
 
         async def stop_all() -> None:
             for process in processes:

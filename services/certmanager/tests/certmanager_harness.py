@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import time
@@ -82,9 +83,9 @@ async def has_any(items: list[Any]) -> bool:
     return bool(items)
 
 
-async def _port_open(port: int) -> bool:
+async def _port_open(port: int, host: str = "127.0.0.1") -> bool:
     try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        _, writer = await asyncio.open_connection(host, port)
     except OSError:
         return False
     writer.close()
@@ -112,13 +113,25 @@ class Pebble(Started):
     """Pebble with pebble-challtestsrv as its DNS, on free loopback ports, in ``workdir``."""
 
     def __init__(
-        self, workdir: Path, *, validity_s: int | None = None, env: dict[str, str] | None = None
+        self,
+        workdir: Path,
+        *,
+        validity_s: int | None = None,
+        env: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
+        answer_ipv4: str = "127.0.0.1",
+        validation_ports: tuple[int, int] | None = None,
     ) -> None:
+        """``host``: where Pebble listens; ``answer_ipv4``: the address its DNS gives every
+        name (where it validates); ``validation_ports``: (http-01, tls-alpn-01) ports it
+        validates on, free ones by default."""
         self.workdir = workdir
         self.validity_s = validity_s
         self.env = env or {}
+        self.host = host
+        self.answer_ipv4 = answer_ipv4
         self.acme_port, self.management_port = free_port(), free_port()
-        self.http_port, self.tls_port = free_port(), free_port()
+        self.http_port, self.tls_port = validation_ports or (free_port(), free_port())
         self.dns_port, self.challtest_port = free_port(), free_port()
         self.ca = trustme.CA()
         self.ca_file = workdir / "pebble-listener-ca.pem"
@@ -127,7 +140,7 @@ class Pebble(Started):
 
     @property
     def directory_url(self) -> str:
-        return f"https://127.0.0.1:{self.acme_port}/dir"
+        return f"https://{self.host}:{self.acme_port}/dir"
 
     async def start(self) -> None:
         missing = [name for name in ("pebble", "pebble-challtestsrv") if not shutil.which(name)]
@@ -137,13 +150,13 @@ class Pebble(Started):
                 "(scripts/test does, as root)"
             )
         self.workdir.mkdir(parents=True, exist_ok=True)
-        listener = self.ca.issue_cert("127.0.0.1", "localhost")
+        listener = self.ca.issue_cert(self.host, "localhost")
         listener.private_key_pem.write_to_path(str(self.workdir / "pebble-key.pem"))
         listener.cert_chain_pems[0].write_to_path(str(self.workdir / "pebble-cert.pem"))
         self.ca.cert_pem.write_to_path(str(self.ca_file))
         config: dict[str, object] = {
-            "listenAddress": f"127.0.0.1:{self.acme_port}",
-            "managementListenAddress": f"127.0.0.1:{self.management_port}",
+            "listenAddress": f"{self.host}:{self.acme_port}",
+            "managementListenAddress": f"{self.host}:{self.management_port}",
             "certificate": str(self.workdir / "pebble-cert.pem"),
             "privateKey": str(self.workdir / "pebble-key.pem"),
             "httpPort": self.http_port,
@@ -158,7 +171,7 @@ class Pebble(Started):
             await self._spawn(
                 "challtestsrv.log",
                 "pebble-challtestsrv",
-                "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
+                "-defaultIPv4", self.answer_ipv4, "-defaultIPv6", "",
                 "-dns01", f"127.0.0.1:{self.dns_port}", "-http01", "", "-https01", "",
                 "-tlsalpn01", "", "-management", f"127.0.0.1:{self.challtest_port}",
             )  # fmt: skip
@@ -171,9 +184,10 @@ class Pebble(Started):
                 env={"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0",
                      "PEBBLE_AUTHZREUSE": "0", **self.env},
             )  # fmt: skip
-            for port in (self.challtest_port, self.acme_port, self.management_port):
+            for port, host in ((self.challtest_port, "127.0.0.1"), (self.acme_port, self.host),
+                               (self.management_port, self.host)):  # fmt: skip
                 await wait_for(
-                    lambda port=port: _port_open(port),  # type: ignore[misc]
+                    lambda port=port, host=host: _port_open(port, host),  # type: ignore[misc]
                     timeout_s=STARTUP_TIMEOUT_S,
                     what=f"pebble port {port} open ({self.log_path.read_text()})",
                 )
@@ -203,6 +217,13 @@ class Pebble(Started):
                 await process.wait()
         self._processes.clear()
 
+    def pause(self) -> None:
+        """Freeze Pebble (not its DNS): orders wait until ``resume``."""
+        self._processes[-1].send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._processes[-1].send_signal(signal.SIGCONT)
+
     def order_count(self) -> int:
         """Orders Pebble has created so far (it logs each one)."""
         return len(_ORDER_LOG.findall(self.log_path.read_text(errors="replace")))
@@ -210,7 +231,7 @@ class Pebble(Started):
     async def root_pem(self) -> bytes:
         trusted = ssl.create_default_context(cafile=str(self.ca_file))
         async with httpx.AsyncClient(verify=trusted) as client:
-            response = await client.get(f"https://127.0.0.1:{self.management_port}/roots/0")
+            response = await client.get(f"https://{self.host}:{self.management_port}/roots/0")
             response.raise_for_status()
             return response.content
 

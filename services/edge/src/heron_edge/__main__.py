@@ -140,7 +140,10 @@ async def serve(settings: EdgeSettings, *, in_process: bool = False) -> None:
     routes = RouteTable()
 
     def has_certificate(domain: str) -> bool:
-        return certificates.snapshot.lookup(domain) is not None
+        snapshot = certificates.snapshot
+        if settings.proxy_acme_certificates:
+            return snapshot.covered(domain)  # the CA's or a file's, not the local CA's stand-in
+        return snapshot.lookup(domain) is not None
 
     def resend_statuses() -> None:
         reporter.resend()

@@ -118,6 +118,13 @@ class EdgeSettings(HeronSettings):
         description="NATS with JetStream: certificates and ACME challenge answers arrive from its "
         "KV buckets (`certificates`, `acme_challenges`); empty: none",
     )
+    proxy_acme_certificates: bool = Field(
+        default=False,
+        validation_alias=_env("ACME_CERTIFICATES"),
+        description="certificates come from ACME (the certmanager, through NATS): a service "
+        "counts as having one only when the CA's or a file names its domain — the local CA's "
+        "stays a stand-in while the order runs",
+    )
     proxy_upstream_ca_file: str | None = Field(
         default=None,
         validation_alias=_env("UPSTREAM_CA_FILE", netbird=False),
