@@ -11,8 +11,10 @@ the certificate the edge serves is the one the CA issued.
 """
 
 import asyncio
+import contextlib
 import os
 import secrets
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from certmanager_harness import Pebble
-from e2e_support import PYTHON, Hosts, stack_with_agent
+from e2e_support import PYTHON, Hosts, stack_with_agent, start
+
+from heron_tunnel.netns import unique_name
 
 SUBNET = f"10.{230 + os.getpid() % 20}"  # 10.230-249.x: apart from the other e2e tests'
 TOKEN = "hrn_" + secrets.token_urlsafe(30)
@@ -29,12 +33,13 @@ BACKEND_PORT = 7080
 BACKEND = Path(__file__).parents[1] / "integration" / "http_backend.py"
 
 
-@pytest_asyncio.fixture(params=["tls-alpn-01", "http-01"])
-async def acme(
-    tmp_path: Path, request: pytest.FixtureRequest
+@contextlib.asynccontextmanager
+async def acme_stack(
+    tmp_path: Path, challenge: str, *, validated_at: str, stack_env: dict[str, str] | None = None
 ) -> AsyncIterator[tuple[Hosts, Pebble]]:
+    """The stack with ACME against Pebble, whose DNS sends every name to ``validated_at``."""
     pebble = Pebble(
-        tmp_path / "pebble", host=f"{SUBNET}.0.1", answer_ipv4=f"{SUBNET}.0.2",
+        tmp_path / "pebble", host=f"{SUBNET}.0.1", answer_ipv4=validated_at,
         validation_ports=(80, 443),
     )  # fmt: skip
     async with stack_with_agent(
@@ -42,21 +47,29 @@ async def acme(
         stack_env={"HERON_PROXY_DOMAIN": DOMAIN,
                    "HERON_ACME_DIRECTORY_URL": pebble.directory_url,
                    "HERON_ACME_CA_FILE": str(pebble.ca_file),
-                   "HERON_PROXY_ACME_CHALLENGE_TYPE": request.param,
-                   "HERON_CERTMANAGER_RETRY_INITIAL_S": "5"},
+                   "HERON_PROXY_ACME_CHALLENGE_TYPE": challenge,
+                   "HERON_CERTMANAGER_RETRY_INITIAL_S": "5", **(stack_env or {})},
         peer_processes=[("backend", [PYTHON, str(BACKEND), "--port", str(BACKEND_PORT)])],
     ) as hosts:  # fmt: skip
-
-        async def edge_listening() -> bool:  # Pebble validates against it
-            try:
-                _, writer = await asyncio.open_connection(hosts.address, 443)
-            except OSError:
-                return False
-            writer.close()
-            return True
-
-        await hosts.eventually("the edge's main port", edge_listening)
+        await hosts.eventually("the edge's main port", lambda: listening(hosts.address))
         yield hosts, pebble
+
+
+async def listening(address: str, port: int = 443) -> bool:
+    try:
+        _, writer = await asyncio.open_connection(address, port)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
+@pytest_asyncio.fixture(params=["tls-alpn-01", "http-01"])
+async def acme(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Hosts, Pebble]]:
+    async with acme_stack(tmp_path, request.param, validated_at=f"{SUBNET}.0.2") as found:
+        yield found
 
 
 async def status_of(hosts: Hosts, service_id: str) -> dict[str, Any]:
@@ -65,11 +78,12 @@ async def status_of(hosts: Hosts, service_id: str) -> dict[str, Any]:
     return meta
 
 
-async def https_status(hosts: Hosts, host: str, root: Path) -> int:
-    """curl over HTTPS trusting only ``root``; 0 when TLS (or anything else) failed."""
+async def https_status(hosts: Hosts, host: str, root: Path, *, at: str = "") -> int:
+    """curl over HTTPS to the edge at ``at`` (default: the stack's) trusting only ``root``; 0
+    when TLS (or anything else) failed."""
     process = await asyncio.create_subprocess_exec(
         "curl", "--silent", "--max-time", "10", "--output", "/dev/null", "--write-out",
-        "%{http_code}", "--resolve", f"{host}:443:{hosts.address}", "--cacert", str(root),
+        "%{http_code}", "--resolve", f"{host}:443:{at or hosts.address}", "--cacert", str(root),
         f"https://{host}/",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
@@ -107,3 +121,74 @@ async def test_a_new_domain_gets_a_certificate_from_the_ca(
 
     await hosts.eventually("the service active with its certificate", active, within_s=60)
     assert await https_status(hosts, app, root) == 200
+
+
+async def create_service(hosts: Hosts, name: str, domain: str) -> str:
+    target = {"target_type": "peer", "target_id": hosts.peer_id, "port": BACKEND_PORT}
+    async with hosts.client() as client:
+        created = await client.post(
+            "/api/services", json={"name": name, "domain": domain, "targets": [target]}
+        )
+    assert created.status_code == 201, created.text
+    service_id: str = created.json()["id"]
+    return service_id
+
+
+async def test_two_edges_of_a_cluster_share_the_challenge_and_the_certificate(
+    tmp_path: Path,
+) -> None:
+    """The CA reaches the second edge only: it answers a challenge it never saw ordered, and both
+    edges serve the certificate."""
+    first, second = f"{SUBNET}.0.2", f"{SUBNET}.0.3"
+    stack_env = {"HERON_PROXY_ADDRESS": f"{first}:443", "HERON_PROXY_HTTP_ADDRESS": f"{first}:80"}
+    async with acme_stack(tmp_path, "tls-alpn-01", validated_at=second, stack_env=stack_env) as (
+        hosts,
+        pebble,
+    ):
+        root = tmp_path / "pebble-root.pem"
+        root.write_bytes(await pebble.root_pem())
+        await add_address(hosts, first, second)
+        async with hosts.client() as client:
+            token = await client.post("/api/proxy-tokens", json={"name": "edge-b"})
+        assert token.status_code == 201, token.text
+        edge_b = await start(
+            hosts.logs, hosts.edge, "edge-b", PYTHON, "-m", "heron_edge",
+            env={"HERON_MODE": "development", "HERON_LOG_FORMAT": "json",
+                 "HERON_DATA_DIR": str(tmp_path / "edge-b"),
+                 "HERON_PROXY_DOMAIN": DOMAIN, "HERON_PROXY_TOKEN": token.json()["plain_token"],
+                 "HERON_PROXY_MANAGEMENT_URL": "http://127.0.0.1:50051",
+                 "HERON_NATS_URL": "nats://127.0.0.1:4222", "HERON_PROXY_ACME_CERTIFICATES": "true",
+                 "HERON_PROXY_INSTANCE_ID": "edge-b", "HERON_PROXY_WORKERS": "1",
+                 "HERON_PROXY_ADDRESS": f"{second}:443", "HERON_PROXY_HTTP_ADDRESS": f"{second}:80",
+                 "HERON_PROXY_HEALTH_ADDRESS": "127.0.0.1:9101", "HERON_PROXY_WG_PORT": "51821",
+                 "HERON_PROXY_WIREGUARD_INTERFACE": unique_name("wgb"),
+                 "HERON_PROXY_WIREGUARD_ENDPOINT": f"{SUBNET}.1.1:51821"},
+        )  # fmt: skip
+        try:
+            await hosts.eventually("the second edge's main port", lambda: listening(second))
+            app = f"shared.{DOMAIN}"
+            service_id = await create_service(hosts, "shared", app)
+
+            async def active() -> bool:
+                return bool((await status_of(hosts, service_id))["status"] == "active")
+
+            await hosts.eventually("the certificate, validated at the second edge", active, 60)
+
+            async def both_serve_it() -> bool:
+                return [
+                    await https_status(hosts, app, root, at=edge) for edge in (first, second)
+                ] == [200, 200]
+
+            await hosts.eventually("both edges serving the CA's certificate", both_serve_it, 30)
+        finally:
+            os.killpg(edge_b.pid, signal.SIGTERM)  # the edge and its workers
+            await asyncio.wait_for(edge_b.wait(), 20)
+
+
+async def add_address(hosts: Hosts, existing: str, new: str) -> None:
+    """``new`` on the edge host's interface that holds ``existing``."""
+    shown = await hosts.edge.run("ip", "-o", "-4", "address", "show", timeout_s=10)
+    device = next(
+        line.split()[1] for line in shown.stdout.decode().splitlines() if f" {existing}/" in line
+    )
+    await hosts.edge.run("ip", "address", "add", f"{new}/24", "dev", device, timeout_s=10)
