@@ -6,8 +6,11 @@ for the other side's log; ``header`` turns them into ``HeaderError(BAD_HEADER)``
 
 import ipaddress
 import re
+import socket
 import struct
 from enum import IntEnum
+
+from heron_tunnel.sockets import is_canonical_ipv4
 
 MAX_DOMAIN_CHARS = 253
 MAX_SERVICE_ID_CHARS = 64
@@ -23,6 +26,9 @@ class AddressType(IntEnum):
     IPV4 = 1
     IPV6 = 2
     DOMAIN = 3
+
+
+_IPV4_TYPE = bytes((AddressType.IPV4,))
 
 
 def normalise_target(host: str) -> str:
@@ -45,6 +51,8 @@ def normalise_target(host: str) -> str:
 
 def normalise_ip(text: str, field: str) -> str:
     """The canonical text of the IP address ``text``; scoped IPv6 addresses cannot be sent."""
+    if is_canonical_ipv4(text):
+        return text
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
@@ -55,6 +63,8 @@ def normalise_ip(text: str, field: str) -> str:
 
 
 def is_ip(text: str) -> bool:
+    if is_canonical_ipv4(text):
+        return True
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -78,6 +88,8 @@ def check_service_id(service_id: str) -> None:
 
 def encode_address(host: str) -> bytes:
     """An address field for ``host``, which ``normalise_target`` or ``normalise_ip`` returned."""
+    if is_canonical_ipv4(host):
+        return _IPV4_TYPE + socket.inet_pton(socket.AF_INET, host)
     if not is_ip(host):
         return bytes((AddressType.DOMAIN,)) + encode_short_string(host)
     address = ipaddress.ip_address(host)
@@ -123,7 +135,7 @@ class Cursor:
         """An address's text, not yet normalised (``ForwardRequest`` does that)."""
         kind = self.u8(field)
         if kind == AddressType.IPV4:
-            return str(ipaddress.IPv4Address(self.take(4, field)))
+            return socket.inet_ntoa(self.take(4, field))  # dotted quad, as ipaddress writes it
         if kind == AddressType.IPV6:
             return str(ipaddress.IPv6Address(self.take(16, field)))
         if kind == AddressType.DOMAIN and allow_domain:

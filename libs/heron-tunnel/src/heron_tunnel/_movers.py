@@ -2,7 +2,10 @@
 
 Both read at most one pipe (or buffer) full and only when nothing is pending, and never block:
 ``read``/``write`` answer None where the socket would, and the relay waits for that socket.
-``open_mover`` picks splice where the kernel takes it and the pipe is worth having.
+``open_mover`` picks splice where the kernel takes it and the pipe is worth having — from the
+first read that fills ``COPY_FIRST_BYTES``: until then a direction copies, because most
+connections carry a few small messages, and a pipe (made, sized, probed, closed) costs more
+than copying them.
 """
 
 import contextlib
@@ -20,6 +23,8 @@ log = structlog.get_logger(__name__)
 
 #: what a new pipe holds (16 pages) unless its user is over the kernel's pipe allowance
 DEFAULT_PIPE_BYTES = 64 * 1024
+#: a direction copies until one read fills this much (a bulk transfer), then it splices
+COPY_FIRST_BYTES = 16 * 1024
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
 #: what splice answers when it cannot move these sockets' bytes
 _SPLICE_REFUSED = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS})
@@ -99,6 +104,54 @@ class CopyMover:
         return sent
 
 
+class CopyThenSplice:
+    """Copies small reads (no buffer of its own: ``recv`` makes the bytes); once a read fills
+    ``COPY_FIRST_BYTES`` and its bytes are written, hands over to ``open_bulk_mover``'s choice."""
+
+    def __init__(
+        self,
+        src: socket.socket,
+        dst: socket.socket,
+        buffer_size: int,
+        pipes: contextlib.ExitStack,
+    ) -> None:
+        self._src, self._dst = src, dst
+        self._buffer_size = buffer_size
+        self._chunk = min(buffer_size, COPY_FIRST_BYTES)
+        self._pipes = pipes
+        self._data: bytes | memoryview = b""
+        self._bulk = False
+        self._then: Mover | None = None
+        self.zero_copy = False
+
+    @property
+    def pending(self) -> int:
+        return len(self._data) if self._then is None else self._then.pending
+
+    def read(self) -> int | None:
+        if self._then is not None:
+            return self._then.read()
+        try:
+            data = self._src.recv(self._chunk)
+        except BlockingIOError:
+            return None
+        self._data = data
+        self._bulk = len(data) == self._chunk
+        return len(data)
+
+    def write(self) -> int | None:
+        if self._then is not None:
+            return self._then.write()
+        with contextlib.suppress(BlockingIOError):  # None: the socket takes nothing now
+            sent = self._dst.send(self._data)
+            self._data = memoryview(self._data)[sent:] if sent < len(self._data) else b""
+            if self._bulk and not self._data:  # the bytes of a full read are out: splice now
+                self._then = open_bulk_mover(self._src, self._dst, self._buffer_size, self._pipes)
+                self.zero_copy = self._then.zero_copy
+            return sent
+        return None
+
+
 def open_mover(
     src: socket.socket,
     dst: socket.socket,
@@ -108,6 +161,13 @@ def open_mover(
 ) -> Mover:
     if force_copy or not hasattr(os, "splice"):
         return CopyMover(src, dst, buffer_size)
+    return CopyThenSplice(src, dst, buffer_size, pipes)
+
+
+def open_bulk_mover(
+    src: socket.socket, dst: socket.socket, buffer_size: int, pipes: contextlib.ExitStack
+) -> Mover:
+    """Splice where the kernel takes it and the pipe is worth having, else copy."""
     pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     for fd in pipe:
         pipes.callback(os.close, fd)

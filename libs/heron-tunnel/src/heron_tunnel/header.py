@@ -170,16 +170,16 @@ async def read_request_from_socket(
     loop: asyncio.AbstractEventLoop, sock: socket.socket, timeout_s: float
 ) -> ForwardRequest:
     """Read one request off a non-blocking socket, taking no byte past it (then ``relay`` it)."""
-    receive = _receiver(loop, sock)
-    return _decode_request(await _read(receive, _request_size, timeout_s, "forward request"))
+    return _decode_request(
+        await _read_socket(loop, sock, _request_size, timeout_s, "forward request")
+    )
 
 
 async def read_response_from_socket(
     loop: asyncio.AbstractEventLoop, sock: socket.socket, timeout_s: float
 ) -> ForwardResponse:
     """Read one response off a non-blocking socket, taking no byte past it."""
-    receive = _receiver(loop, sock)
-    return _decode_response(await _read(receive, _response_size, timeout_s, "response"))
+    return _decode_response(await _read_socket(loop, sock, _response_size, timeout_s, "response"))
 
 
 def _request_size(buf: Buffer) -> int:
@@ -254,9 +254,11 @@ async def _read(
     size_of: Callable[[Buffer], int],
     timeout_s: float,
     what: str,
+    buf: bytearray | None = None,
 ) -> bytes:
-    """Receive exactly one header: never ask for more bytes than it still lacks."""
-    buf = bytearray()
+    """Receive exactly one header (``buf``: its start, already received): never ask for more
+    bytes than it still lacks."""
+    buf = bytearray() if buf is None else buf
     try:
         async with asyncio.timeout(timeout_s):
             while (missing := size_of(buf) - len(buf)) > 0:
@@ -274,10 +276,25 @@ async def _read(
     return bytes(buf)
 
 
-def _receiver(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket
-) -> Callable[[int], Awaitable[bytes]]:
-    def receive(n: int) -> Awaitable[bytes]:
-        return loop.sock_recv(sock, n)
-
-    return receive
+async def _read_socket(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    size_of: Callable[[Buffer], int],
+    timeout_s: float,
+    what: str,
+) -> bytes:
+    """``_read`` from a socket, taking first what is already there without waiting: a header
+    usually arrives in one segment, often before its reader asks (no loop turn, no timer)."""
+    buf = bytearray()
+    while (missing := size_of(buf) - len(buf)) > 0:
+        try:
+            chunk = sock.recv(missing)
+        except (BlockingIOError, InterruptedError):
+            return await _read(lambda n: loop.sock_recv(sock, n), size_of, timeout_s, what, buf)
+        if not chunk:
+            raise HeaderError(
+                ForwardStatus.BAD_HEADER,
+                f"{what} truncated: the stream ended after {len(buf)} bytes",
+            )
+        buf += chunk
+    return bytes(buf)

@@ -6,7 +6,9 @@ connection, and returns ``RelayStats`` for the access log.
 
 Each direction is a loop that tries a non-blocking move and, on EAGAIN, waits for the one socket
 that blocked (``loop.add_reader``/``add_writer`` on its fd: asyncio's loops and uvloop both have
-them). On Linux a move is ``os.splice`` socket → pipe → socket, so the bytes never enter Python;
+them). The loop runs in those callbacks, not in tasks: a relay is one future for the caller to
+await, plus the callbacks — no task, coroutine or timer per direction, which is most of what a
+short connection would otherwise cost. On Linux a move is ``os.splice`` socket → pipe → socket, so the bytes never enter Python;
 the pipe is drained before it is filled again, so an EAGAIN always names the socket to wait for
 and no pipe is ever registered with the loop. Where there is no ``os.splice``, or the kernel
 refuses it for a socket, ``recv_into``/``send`` through one reused buffer does the same (both
@@ -28,7 +30,6 @@ import errno
 import socket
 from dataclasses import dataclass
 from enum import StrEnum
-from types import TracebackType
 
 from heron_tunnel import _movers
 
@@ -93,188 +94,208 @@ async def relay(
         sock.settimeout(0.0)  # non-blocking
     run = _Run(loop)
     with contextlib.ExitStack() as pipes:
-        flows = [
-            _Flow(src, dst, side, _movers.open_mover(src, dst, buffer_size, force_copy, pipes))
+        forward, backward = (
+            _Flow(run, src, dst, side, _movers.open_mover(src, dst, buffer_size, force_copy, pipes))
             for src, dst, side in ((a, b, Side.A), (b, a, Side.B))
-        ]
+        )
+        run.flows = (forward, backward)
         try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [
-                    group.create_task(run.direction(flow), name=f"relay {flow.name}")
-                    for flow in flows
-                ]
-                if idle_timeout is not None:
-                    await run.watch_idle(tasks, idle_timeout)
-        except* _RelayEndedError:
-            pass
-    return run.stats(*flows)
-
-
-@dataclass
-class _Flow:
-    src: socket.socket
-    dst: socket.socket
-    source: Side
-    mover: _movers.Mover
-    moved: int = 0
-
-    @property
-    def name(self) -> str:
-        return f"{self.source}→{self.source.other}"
-
-
-class _RelayEndedError(Exception):
-    """Ends every direction at once: a peer went away, or the relay was idle too long."""
-
-
-class _PeerGoneError(_RelayEndedError):
-    def __init__(self, side: Side, code: int) -> None:
-        super().__init__(f"{errno.errorcode.get(code, code)} on side {side.value!r}")
-        self.side = side
-
-
-class _Blame:
-    """Turns an OSError meaning that ``side``'s peer is gone into the end of the relay."""
-
-    def __init__(self, side: Side) -> None:
-        self._side = side
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if isinstance(exc, OSError) and exc.errno in _PEER_GONE:
-            raise _PeerGoneError(self._side, exc.errno) from exc
+            forward.pump()
+            backward.pump()
+            if idle_timeout is not None:
+                run.watch_idle(idle_timeout)
+            await run.done
+        finally:
+            run.stop()
+    return run.stats(forward, backward)
 
 
 class _Run:
-    """What the directions of one relay share: the clock, and how and when it ended."""
+    """What the directions of one relay share: the clock, the end, and how it came."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self.loop = loop
         self._started = self.last_activity = loop.time()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.flows: tuple[_Flow, ...] = ()
         self.first_closed: Side | None = None
         self.idle_timed_out = False
         self.error: str | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
 
-    async def direction(self, flow: _Flow) -> None:
-        try:
-            await self._move(flow)
-        except _PeerGoneError as exc:
-            self._closed(exc.side)
-            self.error = str(exc)
-            raise
-        self._closed(flow.source)
-        with contextlib.suppress(OSError):  # the other peer may be gone already
-            flow.dst.shutdown(socket.SHUT_WR)
+    def closed(self, side: Side) -> None:
+        if self.first_closed is None:
+            self.first_closed = side
 
-    async def _move(self, flow: _Flow) -> None:
-        """Move bytes from ``flow.src`` to ``flow.dst`` until the source's EOF."""
-        mover, loop = flow.mover, self._loop
-        reading, writing = _Blame(flow.source), _Blame(flow.source.other)
-        readable = _ReadWaker(loop, flow.src.fileno())
-        unyielded = 0
-        try:
-            while True:
-                with reading:
-                    got = mover.read()
-                if got is None:
-                    await readable.wait()
-                    unyielded = 0
-                    continue
-                if got == 0:
-                    return
-                while mover.pending:
-                    with writing:
-                        sent = mover.write()
-                    if sent is None:
-                        readable.stop()  # unread bytes would wake the reader on every turn
-                        await _writable(loop, flow.dst.fileno())
-                        unyielded = 0
-                        continue
-                    flow.moved += sent
-                    unyielded += sent
-                    self.last_activity = loop.time()
-                if unyielded >= YIELD_EVERY_BYTES:  # splice and recv never yield on their own
-                    await asyncio.sleep(0)
-                    unyielded = 0
-        finally:
-            readable.stop()
+    def direction_done(self) -> None:
+        if all(flow.finished for flow in self.flows):
+            self.end()
 
-    async def watch_idle(self, tasks: list[asyncio.Task[None]], idle_timeout: float) -> None:
-        pending = set(tasks)
-        while pending:
-            remaining = self.last_activity + idle_timeout - self._loop.time()
-            if remaining <= 0:
+    def peer_gone(self, side: Side, code: int) -> None:
+        self.closed(side)
+        self.error = f"{errno.errorcode.get(code, code)} on side {side.value!r}"
+        self.end()
+
+    def failed(self, exc: BaseException) -> None:
+        self.stop()
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+    def end(self) -> None:
+        self.stop()
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def stop(self) -> None:
+        """No callback of this relay stays on the loop."""
+        for flow in self.flows:
+            flow.stop()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def watch_idle(self, idle_timeout: float) -> None:
+        def check() -> None:
+            self._idle_timer = None
+            if self.done.done():
+                return
+            at = self.last_activity + idle_timeout
+            if self.loop.time() >= at:
                 self.idle_timed_out = True
-                raise _RelayEndedError
-            _, pending = await asyncio.wait(pending, timeout=remaining)
+                self.end()
+            else:
+                self._idle_timer = self.loop.call_at(at, check)
 
-    def stats(self, forward: _Flow, backward: _Flow) -> RelayStats:
+        if not self.done.done():
+            self._idle_timer = self.loop.call_at(self.last_activity + idle_timeout, check)
+
+    def stats(self, forward: "_Flow", backward: "_Flow") -> RelayStats:
         return RelayStats(
             a_to_b_bytes=forward.moved,
             b_to_a_bytes=backward.moved,
             first_closed=self.first_closed,
             idle_timed_out=self.idle_timed_out,
             error=self.error,
-            duration_s=self._loop.time() - self._started,
+            duration_s=self.loop.time() - self._started,
             zero_copy=forward.mover.zero_copy and backward.mover.zero_copy,
         )
 
-    def _closed(self, side: Side) -> None:
-        if self.first_closed is None:
-            self.first_closed = side
 
+class _Flow:
+    """One direction: ``pump`` moves bytes until a socket would block, then registers itself
+    for that socket (the reader stays registered between reads: adding and removing it per
+    message would cost two ``epoll_ctl`` calls each; it is removed while the direction waits to
+    write, since unread bytes would wake it on every loop turn)."""
 
-class _ReadWaker:
-    """Waits for a socket to become readable, keeping it registered with the loop between waits.
+    __slots__ = (
+        "_dst_fd", "_reading", "_src_fd", "_writing",
+        "dst", "finished", "moved", "mover", "run", "source",
+    )  # fmt: skip
 
-    A relay of small messages (an HTTP request, its response) waits once per message; adding
-    and removing the reader each time costs two ``epoll_ctl`` calls per message. The reader
-    stays registered while the direction only reads; ``stop`` removes it while the direction
-    waits to write (unread bytes would wake it on every loop turn) and at the end.
-    """
+    def __init__(
+        self,
+        run: _Run,
+        src: socket.socket,
+        dst: socket.socket,
+        source: Side,
+        mover: _movers.Mover,
+    ) -> None:
+        self.run = run
+        self.dst = dst
+        self.source = source
+        self.mover = mover
+        self.moved = 0
+        self.finished = False
+        self._src_fd = src.fileno()
+        self._dst_fd = dst.fileno()
+        self._reading = False
+        self._writing = False
 
-    __slots__ = ("_fd", "_loop", "_registered", "_waiter")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
-        self._loop = loop
-        self._fd = fd
-        self._waiter: asyncio.Future[None] | None = None
-        self._registered = False
-
-    async def wait(self) -> None:
-        waiter = self._waiter = self._loop.create_future()
-        if not self._registered:
-            self._loop.add_reader(self._fd, self._fire)
-            self._registered = True
+    def pump(self) -> None:
+        """Move what can be moved now; wait (registered with the loop) for what cannot."""
+        if self.finished or self.run.done.done():
+            return
         try:
-            await waiter
-        finally:
-            self._waiter = None
+            self._move()
+        except BaseException as exc:  # a bug: the caller sees it, no callback stays behind
+            self.run.failed(exc)
+            if not isinstance(exc, Exception):
+                raise
 
-    def _fire(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    def _move(self) -> None:
+        mover = self.mover
+        burst = 0
+        while True:
+            if mover.pending:
+                if (sent := self._write()) is None:
+                    return
+                burst += sent
+                continue
+            if burst >= YIELD_EVERY_BYTES:  # splice and recv never yield on their own
+                self._wait_readable()  # level-triggered: back on the next turn
+                return
+            got = self._read()
+            if got is None:
+                return
+            if got == 0:
+                self._finish()
+                return
+
+    def _read(self) -> int | None:
+        """Bytes read, 0 at EOF, or None: waiting for the source, or the relay ended."""
+        try:
+            got = self.mover.read()
+        except OSError as exc:
+            self._peer_error(exc, self.source)
+            return None
+        if got is None:
+            self._wait_readable()
+        return got
+
+    def _write(self) -> int | None:
+        """Bytes written, or None: waiting for the destination, or the relay ended."""
+        try:
+            sent = self.mover.write()
+        except OSError as exc:
+            self._peer_error(exc, self.source.other)
+            return None
+        if sent is None:
+            self._wait_writable()
+            return None
+        self.moved += sent
+        self.run.last_activity = self.run.loop.time()
+        return sent
+
+    def _wait_readable(self) -> None:
+        if not self._reading:
+            self.stop()  # a direction waits for one socket at a time
+            self.run.loop.add_reader(self._src_fd, self.pump)
+            self._reading = True
+
+    def _wait_writable(self) -> None:
+        if not self._writing:
+            self.stop()
+            self.run.loop.add_writer(self._dst_fd, self.pump)
+            self._writing = True
+
+    def _finish(self) -> None:
+        """The source's EOF, its bytes all written: pass it on, and this direction is done."""
+        self.stop()
+        self.finished = True
+        self.run.closed(self.source)
+        with contextlib.suppress(OSError):  # the other peer may be gone already
+            self.dst.shutdown(socket.SHUT_WR)
+        self.run.direction_done()
+
+    def _peer_error(self, exc: OSError, side: Side) -> None:
+        if exc.errno not in _PEER_GONE:
+            raise exc
+        self.run.peer_gone(side, exc.errno)
 
     def stop(self) -> None:
-        if self._registered:
-            self._loop.remove_reader(self._fd)
-            self._registered = False
-
-
-async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
-    waiter = loop.create_future()
-    loop.add_writer(fd, _wake, waiter)
-    try:
-        await waiter
-    finally:
-        loop.remove_writer(fd)
-
-
-def _wake(waiter: "asyncio.Future[None]") -> None:
-    if not waiter.done():  # the fd may fire again before the waiting task runs
-        waiter.set_result(None)
+        if self._reading:
+            self.run.loop.remove_reader(self._src_fd)
+            self._reading = False
+        if self._writing:
+            self.run.loop.remove_writer(self._dst_fd)
+            self._writing = False

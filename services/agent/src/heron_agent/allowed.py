@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from heron_tunnel.header import Protocol
+from heron_tunnel.sockets import is_canonical_ipv4
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,8 @@ class AllowedTarget:
 def canonical_host(host: str) -> str:
     """One spelling per host: ``::FFFF:127.0.0.1`` and ``App.Example.`` compare as they should."""
     text = host.strip().rstrip(".").lower()
+    if is_canonical_ipv4(text):
+        return text
     try:
         address = ipaddress.ip_address(text)
     except ValueError:

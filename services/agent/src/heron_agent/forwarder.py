@@ -16,13 +16,14 @@ import contextlib
 import errno
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from heron_agent.allowed import AllowedTargets
+from heron_core.logging import LineLogger
 from heron_core.tasks import spawn
 from heron_tunnel.datagrams import DatagramDecoder, encode_datagram
 from heron_tunnel.header import (
@@ -35,6 +36,7 @@ from heron_tunnel.header import (
     read_request_from_socket,
 )
 from heron_tunnel.relay import relay
+from heron_tunnel.sockets import connect
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +47,12 @@ _MAX_DATAGRAM = 0xFFFF
 #: after a refusal: how long, and how many bytes, to read and drop before closing
 _LINGER_S = 1.0
 _LINGER_BYTES = 256 * 1024
+#: connections taken off the listening socket per wake-up
+_ACCEPT_BATCH = 64
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: hand a connection to the forwarder only once its first bytes (the header) are in: one wake-up
+#: for both; an edge that sends nothing is accepted after about this long anyway
+_DEFER_ACCEPT_S = 1
 
 
 @dataclass(frozen=True)
@@ -74,8 +82,9 @@ class Forwarder:
         self._allowed = allowed
         self._limits = limits or ForwarderLimits()
         self._listener: socket.socket | None = None
-        self._accepting: asyncio.Task[None] | None = None
+        self._accepting = False
         self._streams: set[asyncio.Task[None]] = set()
+        self._lines = LineLogger(__name__)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -94,6 +103,7 @@ class Forwarder:
         listener = socket.socket(family, socket.SOCK_STREAM)
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, _DEFER_ACCEPT_S)
             listener.bind((host, port))
             listener.listen(1024)
             listener.settimeout(0.0)  # non-blocking
@@ -103,17 +113,17 @@ class Forwarder:
                 exc.errno, f"the forwarder cannot listen on {host}:{port}: {exc}"
             ) from exc
         self._listener = listener
-        self._accepting = spawn(self._accept_loop(listener), name="forwarder accept")
+        self._lines = LineLogger(__name__)  # logging is configured by now
+        self._accepting = True
+        asyncio.get_running_loop().add_reader(listener.fileno(), self._accept, listener)
         log.info("forwarder listening", address=f"{host}:{listener.getsockname()[1]}")
 
     async def close(self, grace_s: float = 5.0) -> None:
         """Stop accepting, give running streams ``grace_s`` to finish, then cut them."""
-        if self._accepting is not None:
-            self._accepting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._accepting
-            self._accepting = None
         if self._listener is not None:
+            if self._accepting:
+                asyncio.get_running_loop().remove_reader(self._listener.fileno())
+            self._accepting = False
             self._listener.close()
             self._listener = None
         if self._streams:
@@ -123,28 +133,45 @@ class Forwarder:
             if pending:
                 await asyncio.wait(pending)
 
-    async def _accept_loop(self, listener: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
+    def _accept(self, listener: socket.socket) -> None:
+        """The listener is readable: take what connections are there (a reader callback, not a
+        task: no loop turn and no future per connection)."""
+        for _ in range(_ACCEPT_BATCH):
             try:
-                conn, peer = await loop.sock_accept(listener)
-            except OSError as exc:  # EMFILE and friends: back off instead of spinning
+                conn, peer = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
                 log.warning("forwarder accept failed", error=str(exc))
-                await asyncio.sleep(0.1)
+                if exc.errno in _OUT_OF_RESOURCES:  # back off instead of spinning
+                    self._pause_accepting(listener)
+                    return
                 continue
             conn.settimeout(0.0)  # non-blocking
             if len(self._streams) >= self._limits.max_streams:
                 spawn(self._refuse_busy(conn), name="forwarder busy")
                 continue
-            task = spawn(self._serve(conn, f"{peer[0]}:{peer[1]}"), name=f"forward {peer}")
+            task = spawn(self._serve(conn, peer), name="forward")
             self._streams.add(task)
             task.add_done_callback(self._streams.discard)
+
+    def _pause_accepting(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(listener.fileno())
+        self._accepting = False
+
+        def resume() -> None:
+            if self._listener is listener and not self._accepting:
+                loop.add_reader(listener.fileno(), self._accept, listener)
+                self._accepting = True
+
+        loop.call_later(0.1, resume)
 
     async def _refuse_busy(self, conn: socket.socket) -> None:
         with conn:
             await _answer(conn, ForwardResponse(ForwardStatus.INTERNAL, "the agent is too busy"))
 
-    async def _serve(self, conn: socket.socket, edge: str) -> None:
+    async def _serve(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         limits = self._limits
@@ -154,19 +181,12 @@ class Forwarder:
             except HeaderError as exc:
                 await _answer(conn, exc.response)
                 log.warning(
-                    "forward refused", edge=edge, status=exc.status.name, reason=exc.message
+                    "forward refused", edge=_edge(peer), status=exc.status.name, reason=exc.message
                 )
                 return
             except OSError as exc:
-                log.warning("forward stream lost", edge=edge, error=str(exc))
+                log.warning("forward stream lost", edge=_edge(peer), error=str(exc))
                 return
-            bound = log.bind(
-                edge=edge,
-                service=request.service_id or None,
-                client=f"{request.client_ip}:{request.client_port}",
-                target=f"{request.target_host}:{request.target_port}",
-                protocol=request.protocol.name.lower(),
-            )
             if not self._allowed.permits(
                 request.target_host, request.target_port, request.protocol
             ):
@@ -175,16 +195,21 @@ class Forwarder:
                     f"{request.target_port} is not a target of this peer"
                 )
                 await _answer(conn, ForwardResponse(ForwardStatus.TARGET_NOT_ALLOWED, message))
-                bound.warning("forward refused", status="TARGET_NOT_ALLOWED")
+                log.warning("forward refused", **_about(peer, request), status="TARGET_NOT_ALLOWED")
                 return
             try:
                 target = await _dial(request, limits.connect_timeout_s)
             except _DialError as exc:
                 await _answer(conn, exc.response)
-                bound.warning("forward failed", status=exc.response.status.name, reason=str(exc))
+                log.warning(
+                    "forward failed",
+                    **_about(peer, request),
+                    status=exc.response.status.name,
+                    reason=str(exc),
+                )
                 return
             with target:
-                if not await _answer(conn, ForwardResponse(ForwardStatus.OK)):
+                if not _answer_ok(conn):
                     return
                 if request.protocol is Protocol.TCP:
                     stats = await relay(conn, target, idle_timeout=limits.idle_timeout_s)
@@ -194,13 +219,30 @@ class Forwarder:
                     sent, received, ended = await _relay_datagrams(
                         conn, target, limits.udp_idle_timeout_s
                     )
-            bound.info(
-                "forwarded",
-                bytes_to_target=sent,
-                bytes_from_target=received,
-                duration_ms=round((time.monotonic() - started) * 1000, 1),
-                ended=ended,
-            )
+            if self._lines.enabled:  # one line per stream, without structlog's machinery
+                self._lines.info(
+                    "forwarded",
+                    **_about(peer, request),
+                    bytes_to_target=sent,
+                    bytes_from_target=received,
+                    duration_ms=round((time.monotonic() - started) * 1000, 1),
+                    ended=ended,
+                )
+
+
+def _edge(peer: tuple[str, int]) -> str:
+    return f"{peer[0]}:{peer[1]}"
+
+
+def _about(peer: tuple[str, int], request: ForwardRequest) -> dict[str, object]:
+    """Who asked for what: the fields of a stream's log lines."""
+    return {
+        "edge": _edge(peer),
+        "service": request.service_id or None,
+        "client": f"{request.client_ip}:{request.client_port}",
+        "target": f"{request.target_host}:{request.target_port}",
+        "protocol": request.protocol.name.lower(),
+    }
 
 
 def _ending(idle: bool, error: str | None, first_closed: object) -> str:
@@ -209,6 +251,17 @@ def _ending(idle: bool, error: str | None, first_closed: object) -> str:
     if error:
         return error
     return f"closed by {'edge' if str(first_closed) == 'a' else 'target'}"
+
+
+_OK = encode_response(ForwardResponse(ForwardStatus.OK))
+
+
+def _answer_ok(conn: socket.socket) -> bool:
+    """Answer OK (a few bytes into an empty send buffer: no wait); False when the edge is gone."""
+    try:
+        return conn.send(_OK) == len(_OK)
+    except OSError:
+        return False
 
 
 async def _answer(conn: socket.socket, response: ForwardResponse) -> bool:
@@ -239,20 +292,26 @@ async def _dial(request: ForwardRequest, timeout_s: float) -> socket.socket:
     kind = socket.SOCK_STREAM if request.protocol is Protocol.TCP else socket.SOCK_DGRAM
     where = f"{request.target_host}:{request.target_port}"
     deadline = loop.time() + timeout_s
-    try:
-        async with asyncio.timeout_at(deadline):
-            infos = await loop.getaddrinfo(request.target_host, request.target_port, type=kind)
-    except TimeoutError:
-        raise _DialError(ForwardStatus.CONNECT_TIMEOUT, f"resolving {where} timed out") from None
-    except socket.gaierror as exc:
-        raise _DialError(ForwardStatus.UNREACHABLE, f"cannot resolve {where}: {exc}") from None
-    failure = _DialError(ForwardStatus.UNREACHABLE, f"{where} has no address")
-    for family, type_, proto, _, address in infos:
-        sock = socket.socket(family, type_, proto)
-        sock.settimeout(0.0)  # non-blocking
+    family = _ip_family(request.target_host)
+    infos: Sequence[tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]]
+    if family is not None:  # an IP address (the header's parser made it canonical): no lookup
+        infos = [(family, kind, 0, "", (request.target_host, request.target_port))]
+    else:
         try:
             async with asyncio.timeout_at(deadline):
-                await loop.sock_connect(sock, address)
+                infos = await loop.getaddrinfo(request.target_host, request.target_port, type=kind)
+        except TimeoutError:
+            raise _DialError(
+                ForwardStatus.CONNECT_TIMEOUT, f"resolving {where} timed out"
+            ) from None
+        except socket.gaierror as exc:
+            raise _DialError(ForwardStatus.UNREACHABLE, f"cannot resolve {where}: {exc}") from None
+    failure = _DialError(ForwardStatus.UNREACHABLE, f"{where} has no address")
+    for family_, type_, proto, _, address in infos:
+        sock = socket.socket(family_, type_, proto)
+        sock.settimeout(0.0)  # non-blocking
+        try:
+            await connect(loop, sock, address, max(deadline - loop.time(), 0.0))
         except TimeoutError:
             sock.close()
             failure = _DialError(
@@ -273,11 +332,25 @@ async def _dial(request: ForwardRequest, timeout_s: float) -> socket.socket:
                 else ForwardStatus.INTERNAL
             )
             failure = _DialError(status, f"cannot connect to {where}: {exc.strerror or exc}")
+        except BaseException:
+            sock.close()
+            raise
         else:
             if kind == socket.SOCK_STREAM:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return sock
     raise failure
+
+
+def _ip_family(host: str) -> socket.AddressFamily | None:
+    """The family of ``host`` if it is an IP address, else None (a name to resolve)."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return family
+    return None
 
 
 async def _relay_datagrams(

@@ -8,6 +8,7 @@ whose fault it is (not allowed, refused by the target, unreachable, timed out).
 """
 
 import asyncio
+import errno
 import socket
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from heron_tunnel.header import (
     encode_request,
     read_response_from_socket,
 )
+from heron_tunnel.sockets import connect, delay_acks
 
 #: the agent's forwarder port when its peer reports none
 DEFAULT_FORWARDER_PORT = 51821
@@ -67,33 +69,38 @@ async def open_stream(
         client_port=client[1],
         service_id=target.service_id,
     )
-    agent = f"{target.peer_overlay_address}:{target.forwarder_port}"
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.settimeout(0.0)  # non-blocking
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        delay_acks(sock)  # the handshake's last ACK rides on the header
         try:
-            async with asyncio.timeout(connect_timeout_s):
-                await loop.sock_connect(sock, (target.peer_overlay_address, target.forwarder_port))
+            await connect(
+                loop, sock, (target.peer_overlay_address, target.forwarder_port), connect_timeout_s
+            )
         except TimeoutError:
             raise TunnelError(
                 ForwardStatus.CONNECT_TIMEOUT,
-                f"the agent at {agent} did not answer within {connect_timeout_s:g} s "
+                f"the agent at {_agent(target)} did not answer within {connect_timeout_s:g} s "
                 "(is the peer's tunnel up?)",
             ) from None
         except OSError as exc:
             raise TunnelError(
                 ForwardStatus.UNREACHABLE,
-                f"cannot reach the agent at {agent}: {exc.strerror or exc}",
+                f"cannot reach the agent at {_agent(target)}: {exc.strerror or exc}",
             ) from None
+        delay_acks(sock)  # the answer and the first bytes need no ACK of their own
         try:
-            await loop.sock_sendall(sock, encode_request(request))
+            header = encode_request(request)
+            if sock.send(header) < len(header):  # an empty send buffer takes it whole
+                raise OSError(errno.EIO, "the forward request did not fit in the send buffer")
             response = await read_response_from_socket(loop, sock, answer_timeout_s)
         except HeaderError as exc:
-            raise TunnelError(exc.status, f"the agent at {agent}: {exc.message}") from None
+            raise TunnelError(exc.status, f"the agent at {_agent(target)}: {exc.message}") from None
         except OSError as exc:
             raise TunnelError(
-                ForwardStatus.UNREACHABLE, f"the agent at {agent} dropped the stream: {exc}"
+                ForwardStatus.UNREACHABLE,
+                f"the agent at {_agent(target)} dropped the stream: {exc}",
             ) from None
         if not response.ok:
             raise TunnelError(response.status, response.message or response.status.name)
@@ -101,3 +108,7 @@ async def open_stream(
         sock.close()
         raise
     return sock
+
+
+def _agent(target: StreamTarget) -> str:
+    return f"{target.peer_overlay_address}:{target.forwarder_port}"
