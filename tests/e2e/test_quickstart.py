@@ -57,7 +57,7 @@ def test_scripts_run_serves_the_api_keeps_data_and_stops_cleanly(tmp_path: Path)
                 live = client.get(f"http://127.0.0.1:{health_port}/healthz/live")
                 assert live.status_code == 200, live.text
                 created = client.post(
-                    f"{api}/services", json={"name": "app", "domain": "app.example.com"}
+                    f"{api}/services", json={"name": "app", "domain": "app.heron.localhost"}
                 )
                 assert created.status_code == 201, created.text
             banner = output.read_text()
@@ -72,7 +72,7 @@ def test_scripts_run_serves_the_api_keeps_data_and_stops_cleanly(tmp_path: Path)
 
             with running_stack(tmp_path, env, "second") as output:
                 listed = wait_for_api(client, f"{api}/services", output)
-                assert [s["domain"] for s in listed.json()] == ["app.example.com"]
+                assert [s["domain"] for s in listed.json()] == ["app.heron.localhost"]
     finally:
         remove_interface(interface)  # whatever happened, leave the host as it was
 

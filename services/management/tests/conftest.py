@@ -1,4 +1,5 @@
-"""Management tests run against real servers: NATS, SQLite and PostgreSQL, and uvicorn on 127.0.0.1.
+"""Management tests run against real servers: NATS, SQLite and PostgreSQL, a DNS server
+(``dns_server``: custom domains are verified against it), and uvicorn on 127.0.0.1.
 
 The ``api`` fixture is one management server per database backend for the whole session; every
 test gets fresh accounts (``account_factory``), so tests never see each other's objects.
@@ -12,12 +13,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import httpx
 import pytest
 import pytest_asyncio
+from dns_server import ChallTestServer
 from management_fixtures import (
     AccountSeed,
     RunningApi,
-    ServerThread,
     management_settings,
     postgres_admin,
+    running,
     seed_account,
 )
 from sqlalchemy.engine import make_url
@@ -54,8 +56,17 @@ def database_url(
 
 
 @pytest.fixture(scope="session")
+def dns_server() -> Iterator[ChallTestServer]:
+    with ChallTestServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def api(
-    database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
+    database_url: str,
+    nats_url: str,
+    dns_server: ChallTestServer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RunningApi]:
     settings = management_settings(
         database_url,
@@ -63,14 +74,10 @@ def api(
         tmp_path_factory.mktemp("data"),
         # small batches, so that every edge snapshot of a few services spans several
         management_snapshot_batch_size=SNAPSHOT_BATCH_SIZE,
+        management_dns_resolver=dns_server.resolver,
     )
-    with ServerThread(settings):
-        yield RunningApi(
-            base_url=f"http://127.0.0.1:{settings.management_port}",
-            database_url=database_url,
-            nats_url=nats_url,
-            grpc_target=f"127.0.0.1:{settings.management_grpc_port}",
-        )
+    with running(settings) as api:
+        yield api
 
 
 AccountFactory = Callable[[], AccountSeed]
@@ -106,7 +113,10 @@ async def owner_async(api: RunningApi, account: AccountSeed) -> AsyncIterator[ht
 
 @pytest.fixture
 def unique_domain() -> Callable[[str], str]:
+    """Domains under ``proxy.example.test``, the cluster of ``Management.edge_sync``'s edges
+    unless told otherwise: accepted before and after such an edge registered."""
+
     def make(prefix: str = "app") -> str:
-        return f"{prefix}-{secrets.token_hex(4)}.example.test"
+        return f"{prefix}-{secrets.token_hex(4)}.proxy.example.test"
 
     return make

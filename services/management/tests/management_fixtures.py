@@ -4,6 +4,8 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,3 +170,24 @@ def management_settings(
         management_port=free_port(),
         **extra,  # type: ignore[arg-type]
     )
+
+
+@contextmanager
+def running(settings: ManagementSettings) -> Iterator[RunningApi]:
+    """Management with ``settings`` in a thread, and how to reach it."""
+    with ServerThread(settings):
+        yield RunningApi(
+            base_url=f"http://127.0.0.1:{settings.management_port}",
+            database_url=settings.resolved_database_url(),
+            nats_url=settings.nats_url,
+            grpc_target=f"127.0.0.1:{settings.management_grpc_port}",
+        )
+
+
+def server_of_its_own(
+    tmp_path: Path, nats_url: str, **extra: object
+) -> AbstractContextManager[RunningApi]:
+    """A management server on a SQLite database of its own, for tests that need other settings
+    (or a NATS that is not there yet) than the session's ``api``."""
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'management.db'}"
+    return running(management_settings(database_url, nats_url, tmp_path, **extra))

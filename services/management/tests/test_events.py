@@ -4,53 +4,29 @@ The events are read back the way other services will read them: a durable consum
 ``heron_bus.events``, against the real nats-server the session started.
 """
 
-import asyncio
-import contextlib
 import secrets
 from pathlib import Path
 from typing import Any
 
 import httpx
+from event_reader import first_events
 from management_fixtures import (
     AccountSeed,
     RunningApi,
-    ServerThread,
     free_port,
-    management_settings,
     seed_account,
+    server_of_its_own,
 )
 
-from heron_bus import Bus, connect, ensure_streams, events
+from heron_bus import Bus, connect
 from heron_bus.embedded import EmbeddedNats
-from heron_bus.subjects import EVENTS_STREAM
 from heron_core.events import ServiceChanged
 from heron_core.types import ChangeKind, ServiceMode
-
-WAIT_S = 20.0
 
 
 async def changes_of(bus: Bus, service_id: str, count: int) -> list[ServiceChanged]:
     """The first ``count`` events about ``service_id`` in the stream, in order."""
-    await ensure_streams(bus)  # as every consumer does: it may start before any publisher
-    durable = f"test-{secrets.token_hex(4)}"
-    found: list[ServiceChanged] = []
-
-    async def collect() -> None:
-        async with contextlib.aclosing(events(bus, ServiceChanged, durable=durable)) as stream:
-            async for delivery in stream:
-                await delivery.ack()
-                if delivery.event.service_id == service_id:
-                    found.append(delivery.event)
-                    if len(found) == count:
-                        return
-
-    try:
-        await asyncio.wait_for(collect(), WAIT_S)
-    except TimeoutError:
-        raise AssertionError(f"{len(found)} of {count} events within {WAIT_S}s: {found}") from None
-    finally:
-        await bus.js.delete_consumer(EVENTS_STREAM, durable)
-    return found
+    return await first_events(bus, ServiceChanged, lambda e: e.service_id == service_id, count)
 
 
 def service(domain: str, account: AccountSeed, **extra: Any) -> dict[str, Any]:
@@ -98,13 +74,9 @@ async def test_changes_made_while_nats_is_down_are_published_when_it_returns(
     tmp_path: Path,
 ) -> None:
     nats_port = free_port()
-    database_url = f"sqlite+aiosqlite:///{tmp_path / 'management.db'}"
-    settings = management_settings(database_url, f"nats://127.0.0.1:{nats_port}", tmp_path)
-    with ServerThread(settings):
-        account = await seed_account(database_url)
-        headers = {"Authorization": f"Token {account.tokens['owner']}"}
-        base_url = f"http://127.0.0.1:{settings.management_port}"
-        async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as client:
+    with server_of_its_own(tmp_path, f"nats://127.0.0.1:{nats_port}") as alone:
+        account = await seed_account(alone.database_url)
+        async with alone.async_client(account.tokens["owner"]) as client:
             created = await client.post("/api/services", json=service("down.example.test", account))
         assert created.status_code == 201, created.text  # NATS being away never fails a change
 

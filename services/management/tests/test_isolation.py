@@ -46,8 +46,15 @@ def _seed_objects(
     while client.get(f"/api/proxy-clusters/{cluster}").json()["connected_instances"]:
         assert time.monotonic() < deadline, "the edge's stream did not end"
         time.sleep(0.05)  # until management has seen the stream end: the listing holds still
+    custom = client.post(
+        "/api/domains", json={"domain": f"victim-{secrets.token_hex(4)}.example.org"}
+    ).json()
+    while client.get(f"/api/domains/{custom['id']}").json()["checked_at"] is None:
+        assert time.monotonic() < deadline + 5, "the custom domain was not verified"
+        time.sleep(0.05)  # until its verification ended: the listing holds still
     return {
         "address": cluster,
+        "domain_id": custom["id"],
         "setup_key_id": setup_key["id"],
         "proxy_token_id": proxy_token["id"],
         "router_id": router["id"],
@@ -65,8 +72,22 @@ def _seed_objects(
 OWN_ACCOUNT_CREATES = {"/api/users", "/api/setup-keys", "/api/proxy-tokens", "/api/networks"}
 
 
+def _collection_answer(method: str, template: str, cluster: str) -> tuple[int, str]:
+    """What B's change on a collection route answers, and a phrase of the answer."""
+    if method == "post" and template in OWN_ACCOUNT_CREATES:
+        return 201, ""  # made in B's own account
+    answers = {
+        ("post", "/api/services"): (422, "no peer"),
+        ("post", "/api/tokens"): (404, ""),
+        ("post", "/api/domains"): (422, f"no cluster {cluster!r} in this account"),
+    }
+    if (method, template) not in answers:
+        raise AssertionError(f"no isolation case for {method.upper()} {template}")
+    return answers[(method, template)]
+
+
 def _body_for(
-    method: str, template: str, attacker: AccountSeed, victim: AccountSeed
+    method: str, template: str, attacker: AccountSeed, victim: AccountSeed, cluster: str
 ) -> dict[str, Any] | None:
     """A body that passes validation, so the answer shows ownership, not a malformed request."""
     target = {"target_type": "peer", "target_id": attacker.peer_id}
@@ -97,6 +118,8 @@ def _body_for(
         ("post", "/api/networks/{network_id}/resources"): resource,
         ("put", "/api/networks/{network_id}/resources/{resource_id}"): resource,
         ("post", "/api/networks/{network_id}/routers"): {"peer_id": attacker.peer_id},
+        # A custom domain in one's own account may not point at the other account's cluster.
+        ("post", "/api/domains"): {"domain": "steal.example.org", "target_cluster": cluster},
         ("put", "/api/networks/{network_id}/routers/{router_id}"): {"peer_id": attacker.peer_id},
     }
     return bodies.get((method, template))
@@ -122,6 +145,7 @@ def test_no_route_crosses_accounts(
                 "/api/setup-keys",
                 "/api/proxy-tokens",
                 "/api/proxy-clusters",
+                "/api/domains",
                 f"/api/networks/{victim.network_id}/resources",
                 f"/api/networks/{victim.network_id}/routers",
             )
@@ -134,7 +158,7 @@ def test_no_route_crosses_accounts(
             for method in operations:
                 exercised.add((method, template))
                 url = re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], template)
-                body = _body_for(method, template, attacker, victim)
+                body = _body_for(method, template, attacker, victim, ids["address"])
                 response = owner_b.request(method.upper(), url, json=body)
                 if "{" in template:
                     assert response.status_code == 404, (method, template, response.text)
@@ -144,15 +168,10 @@ def test_no_route_crosses_accounts(
                         template,
                         response.text,
                     )
-                elif template == "/api/services":
-                    assert response.status_code == 422, response.text
-                    assert "no peer" in response.text
-                elif template == "/api/tokens":
-                    assert response.status_code == 404, response.text
-                elif template in OWN_ACCOUNT_CREATES:
-                    assert response.status_code == 201, response.text  # made in B's own account
                 else:
-                    raise AssertionError(f"no isolation case for {method.upper()} {template}")
+                    status, phrase = _collection_answer(method, template, ids["address"])
+                    assert response.status_code == status, (template, response.text)
+                    assert phrase in response.text
         assert len(exercised) >= 40
         after = {path: owner_a.get(path).json() for path in before}
         for path, listed in before.items():

@@ -105,9 +105,13 @@ async def test_ports_are_unique_per_cluster_and_a_conflict_names_the_holder(
             await call(owner, "POST", "/api/services", 201, shared)
         elsewhere = l4(account, "ssh", f"ssh.{second}", listen_port=port)
         assert (await call(owner, "POST", "/api/services", 201, elsewhere))["listen_port"] == port
-        # a domain under no cluster may land in any: it competes with every cluster
-        homeless = l4(account, "x", f"x-{secrets.token_hex(4)}.nowhere.test", listen_port=port)
-        await call(owner, "POST", "/api/services", 409, homeless)
+
+    # a domain under no cluster (an account with none yet) may land in any: it competes with
+    # every cluster
+    newcomer = await seed_account(api.database_url)
+    async with api.async_client(newcomer.tokens["owner"]) as fresh:
+        homeless = l4(newcomer, "x", f"x-{secrets.token_hex(4)}.nowhere.test", listen_port=port)
+        await call(fresh, "POST", "/api/services", 409, homeless)
 
     # another account's edges on the same address are the same machines: same port space
     other = await seed_account(api.database_url)

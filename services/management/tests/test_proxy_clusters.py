@@ -140,18 +140,24 @@ async def test_an_edge_serves_its_own_clusters_services_and_those_of_none(
     here, there = cluster_address("here"), cluster_address("there")
     target = {"target_type": "peer", "target_id": account.peer_id, "port": 8080}
 
-    async def add(domain: str) -> Any:
+    async def add(domain: str, expect: int = 201) -> Any:
         body = {"name": "s", "domain": domain, "targets": [target]}
-        return await call(owner, "POST", "/api/services", 201, body)
+        return await call(owner, "POST", "/api/services", expect, body)
 
+    # before the account has any cluster, a service may take any domain: it waits for one
+    homeless = await add(f"app-{secrets.token_hex(4)}.elsewhere.test")
+    assert homeless["proxy_cluster"] is None
     async with Management(api.grpc_target) as management:
         async with registered_edge(management, token, there):
             pass
         await eventually_disconnected(owner, there)  # on record, with no edge connected
         async with registered_edge(management, token, here) as edge:
             await edge.read()  # tunnel peers
-            assert (await edge.read()).config_batch.snapshot_complete  # nothing to serve yet
-            edge.send(ack(1))
+            snapshot = (await edge.read()).config_batch  # a service of no cluster: every edge's
+            assert ([m.id for m in snapshot.mappings], snapshot.snapshot_complete) == (
+                [homeless["id"]], True,
+            )  # fmt: skip
+            edge.send(ack(snapshot.sequence))
             local = await add(f"app.{here}")
             assert local["proxy_cluster"] == here
             created = (await edge.read(WITHIN_S)).config_batch
@@ -160,11 +166,10 @@ async def test_an_edge_serves_its_own_clusters_services_and_those_of_none(
             remote = await add(f"app.{there}")
             assert remote["proxy_cluster"] == there
             assert remote["meta"]["status_reason"] == f"no edge of cluster '{there}' is connected"
-            homeless = await add(f"app-{secrets.token_hex(4)}.elsewhere.test")
-            assert homeless["proxy_cluster"] is None
-            batch = (await edge.read(WITHIN_S)).config_batch  # `there`'s service never comes
-            assert [m.id for m in batch.mappings] == [homeless["id"]]
-            edge.send(ack(batch.sequence))
+            # now that the account has clusters, a domain under none of them is refused
+            refused = await add(f"app-{secrets.token_hex(4)}.elsewhere.test", 422)
+            assert refused["errors"][0]["loc"] == ["domain"]
+            assert await edge.nothing_within(0.3)  # `there`'s service never comes
 
             # moving a service to the other cluster takes it off this edge
             body = {"name": "moved", "domain": f"moved.{there}", "targets": [target]}

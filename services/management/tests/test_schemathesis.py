@@ -6,10 +6,13 @@ status codes and media types, on SQLite and PostgreSQL alike. Invalid data must 
 fuzzing, stateful links), bounded in examples per operation.
 
 Path parameters come from objects created first, so operations on a service, a target, a user,
-a peer, a network, its resources and routers, a setup key or a proxy token reach the code behind
-the lookup instead of stopping at 404.
+a peer, a network, its resources and routers, a setup key, a proxy token or a custom domain
+reach the code behind the lookup instead of stopping at 404. The custom domain is written to the
+database directly: through the API it needs a cluster, and with a cluster the account would
+refuse the fuzzed services' domains.
 """
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -18,6 +21,10 @@ from pathlib import Path
 
 import httpx
 from management_fixtures import AccountSeed, RunningApi
+
+from heron_core.ids import new_id
+from heron_management.db.engine import create_engine, session_factory
+from heron_management.db.tables import CustomDomainRow
 
 CHECKS = (
     "not_a_server_error",
@@ -30,7 +37,7 @@ EXAMPLES_PER_OPERATION = 30
 TIME_LIMIT_SECONDS = 240  # per backend; the run normally ends well before, on its example bound
 
 
-def _parameters(owner: httpx.Client, account: AccountSeed) -> dict[str, str]:
+def _parameters(owner: httpx.Client, api: RunningApi, account: AccountSeed) -> dict[str, str]:
     created = owner.post(
         "/api/services",
         json={
@@ -49,6 +56,7 @@ def _parameters(owner: httpx.Client, account: AccountSeed) -> dict[str, str]:
     for response in (setup_key, proxy_token, router):
         assert response.status_code == 201, response.text
     return {
+        "domain_id": asyncio.run(_custom_domain(api.database_url, account)),
         "setup_key_id": setup_key.json()["id"],
         "proxy_token_id": proxy_token.json()["id"],
         "router_id": router.json()["id"],
@@ -62,9 +70,24 @@ def _parameters(owner: httpx.Client, account: AccountSeed) -> dict[str, str]:
     }
 
 
+async def _custom_domain(database_url: str, account: AccountSeed) -> str:
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(engine)() as session:
+            row = CustomDomainRow(
+                id=new_id("dom"), account_id=account.account_id, domain="fuzzed.example.org",
+                target_cluster="fuzzed-edges.example.test",
+            )  # fmt: skip
+            session.add(row)
+            await session.commit()
+            return row.id
+    finally:
+        await engine.dispose()
+
+
 def test_api_conforms_to_its_schema(api: RunningApi, account: AccountSeed, tmp_path: Path) -> None:
     with api.client(account.tokens["owner"]) as owner:
-        parameters = _parameters(owner, account)
+        parameters = _parameters(owner, api, account)
     config = tmp_path / "schemathesis.toml"
     config.write_text(
         "[parameters]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in parameters.items())

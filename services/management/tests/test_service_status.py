@@ -5,61 +5,16 @@ status derived from them: ``active``, ``certificate_pending``, ``tunnel_not_crea
 edge, ``error``, and ``pending`` again once no edge is connected.
 """
 
-import asyncio
-import time
 from typing import Any
 
 import httpx
-from grpc_clients import Management, Stream, ack, service_status
+from grpc_clients import Management, service_status
 from management_fixtures import AccountSeed, RunningApi, call, proxy_token, seed_account
+from status_waits import CLUSTER, acked_change, add_service, meta, synced, wait_for
 
 from heron_core.types import ServiceMode, ServiceStatus
+from heron_management.domain.certificates import CertificateFailure
 from heron_management.domain.status import EdgeReport, ServiceFacts, derive_status
-
-STATUS_WITHIN_S = 5.0
-CLUSTER = "proxy.example.test"
-
-
-async def add_service(
-    owner: httpx.AsyncClient, account: AccountSeed, domain: str, **extra: Any
-) -> Any:
-    target = {"target_type": "peer", "target_id": account.peer_id, "port": 8080}
-    body = {"name": "s", "domain": domain, "targets": [target], **extra}
-    return await call(owner, "POST", "/api/services", 201, body)
-
-
-async def synced(edge: Stream) -> Stream:
-    """``edge`` once it has its setup, its peers and the whole snapshot (every batch acked)."""
-    assert (await edge.read()).HasField("edge_setup")
-    assert (await edge.read()).HasField("tunnel_peers")
-    while True:
-        batch = (await edge.read()).config_batch
-        edge.send(ack(batch.sequence))
-        if batch.snapshot_complete:
-            return edge
-
-
-async def acked_change(edge: Stream) -> None:
-    """Acknowledge the batch a service change sends, so the next one may follow."""
-    edge.send(ack((await edge.read(STATUS_WITHIN_S)).config_batch.sequence))
-
-
-async def meta(owner: httpx.AsyncClient, service_id: str) -> dict[str, Any]:
-    found: dict[str, Any] = (await call(owner, "GET", f"/api/services/{service_id}"))["meta"]
-    return found
-
-
-async def wait_for(
-    owner: httpx.AsyncClient, service_id: str, status: str, reason_has: str = ""
-) -> dict[str, Any]:
-    """The service's ``meta`` once it shows ``status`` (with ``reason_has`` in its reason)."""
-    deadline = time.monotonic() + STATUS_WITHIN_S
-    while True:
-        found = await meta(owner, service_id)
-        if found["status"] == status and reason_has in (found["status_reason"] or ""):
-            return found
-        assert time.monotonic() < deadline, (status, reason_has, found)
-        await asyncio.sleep(0.05)
 
 
 async def test_reports_drive_the_status_and_a_disconnect_makes_it_pending(
@@ -261,4 +216,23 @@ def test_one_edge_must_have_both_the_tunnel_and_the_certificate() -> None:
     assert derive_status(silent) == (
         ServiceStatus.TUNNEL_NOT_CREATED,
         "edge 'b': no tunnel to the peer of any enabled target",
+    )
+
+
+def test_a_certificate_failure_shows_where_the_certificate_is_what_is_missing() -> None:
+    failure = CertificateFailure("rateLimited: too many certificates", retry_at=None)
+    failed = derive_status(facts(report("e1", up=True), certificate_failure=failure))
+    assert failed == (
+        ServiceStatus.CERTIFICATE_FAILED,
+        "no certificate for 'app.example.test': rateLimited: too many certificates (no new "
+        "attempt until one is asked for (POST /api/services/{id}/certificate/retry))",
+    )
+    # an edge that holds a certificate serves; a tunnel that is down is the first thing to fix
+    served = facts(report("e1", up=True, cert=True), certificate_failure=failure)
+    assert derive_status(served) == (ServiceStatus.ACTIVE, None)
+    down = facts(report("e1", up=False, error="no handshake"), certificate_failure=failure)
+    assert derive_status(down)[0] is ServiceStatus.TUNNEL_NOT_CREATED
+    long = CertificateFailure("x" * 5000, retry_at=None)
+    assert (
+        len(derive_status(facts(report("e1", up=True), certificate_failure=long))[1] or "") < 1024
     )

@@ -380,12 +380,17 @@ class ServiceRequest(StrictModel):
 class ServiceMeta(BaseModel):
     created_at: datetime
     certificate_issued_at: datetime | None = Field(
-        description="HTTP: when an edge first reported a certificate covering the domain"
+        description="HTTP: when the CA issued (or last renewed) the domain's certificate; with "
+        "certificate files instead of ACME, when an edge first reported one covering the domain"
     )
     status: ServiceStatus = Field(
-        description="derived by management from what the connected edges report: `active` once "
-        "an edge has the tunnel up (and, HTTP, a certificate); `pending` while disabled, without "
-        "an enabled target or without a connected edge that reported"
+        description="derived by management from what the connected edges and the certmanager "
+        "report: `active` once an edge has the tunnel up (and, HTTP, a certificate); "
+        "`certificate_pending` while the certificate is on its way, `certificate_failed` when "
+        "the CA refused it (the reason in `status_reason`; retry with "
+        "`POST /api/services/{id}/certificate/retry`); `tunnel_not_created` when no edge has the "
+        "tunnel to a target up; `pending` while disabled, without an enabled target or without "
+        "a connected edge that reported"
     )
     status_reason: str | None = Field(description="◆ why the service is not active, for a person")
 

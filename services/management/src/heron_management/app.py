@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from heron_core.events import Event
 from heron_core.tasks import spawn
 from heron_management.api import (
+    domains,
     health,
     network,
     peers,
@@ -27,9 +28,12 @@ from heron_management.api.middleware import AccessLog, BodyLimit
 from heron_management.api.openapi import build_openapi
 from heron_management.api.problems import install_problem_handlers
 from heron_management.bootstrap import bootstrap
+from heron_management.certificate_events import CertificateEvents
 from heron_management.change_feed import ChangeFeed
+from heron_management.cname_lookup import CnameLookup
+from heron_management.custom_domains import CustomDomainCatalog, DomainVerifier
 from heron_management.db.engine import create_engine, migrate, session_factory
-from heron_management.event_bus import NatsEventListener, NatsPublisher
+from heron_management.event_bus import STREAM_EVENTS, NatsEventListener, NatsPublisher
 from heron_management.events import OutboxRelay, deliver_after_commit
 from heron_management.grpc.deps import StreamDeps
 from heron_management.grpc.server import GrpcServer
@@ -56,10 +60,21 @@ def create_app(settings: ManagementSettings) -> FastAPI:
 
         def committed(events: Sequence[Event]) -> None:
             relay.notify()  # publish to NATS now, not at the next poll
-            feed.publish(events)  # this replica's streams learn at once; others through NATS
+            # this replica's streams learn at once; others through NATS
+            feed.publish(e for e in events if isinstance(e, STREAM_EVENTS))
 
         deliver_after_commit(sessions, committed)
-        app.state.context = AppContext(sessions=sessions, services=ServiceCatalog(relay.notify))
+        verifier = DomainVerifier(
+            sessions,
+            CnameLookup(settings.management_dns_resolver, settings.management_dns_timeout_s),
+            recheck_s=settings.management_domain_recheck_s,
+            on_commit=relay.notify,
+        )
+        app.state.context = AppContext(
+            sessions=sessions,
+            services=ServiceCatalog(relay.notify),
+            domains=CustomDomainCatalog(relay.notify, verifier.request),
+        )
         grpc_server = GrpcServer(
             settings.management_grpc_host,
             settings.management_grpc_port,
@@ -72,6 +87,8 @@ def create_app(settings: ManagementSettings) -> FastAPI:
         tasks = [
             spawn(relay.run(), name="outbox-relay"),
             spawn(NatsEventListener(settings.nats_url, feed.publish).run(), name="event-listener"),
+            spawn(CertificateEvents(settings.nats_url, sessions).run(), name="certificate-events"),
+            spawn(verifier.run(), name="domain-verifier"),
         ]
         await grpc_server.start()
         log.info("gRPC listening", address=grpc_server.address)
@@ -103,6 +120,7 @@ def create_app(settings: ManagementSettings) -> FastAPI:
         setup_keys,
         proxy_tokens,
         proxy_clusters,
+        domains,
     ):
         app.include_router(module.router)
     package_version = version("heron-management")

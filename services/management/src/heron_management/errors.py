@@ -9,8 +9,10 @@ HeronError
       │    └── SupersededError    a newer stream took over        (gRPC only: ABORTED)
       ├── InvalidRequestError     a body that breaks a rule      → 422 (with per-field errors)
       ├── UnavailableError        lost too many races, or stopping: retry shortly → 503
-      └── ProtocolError           a stream's messages out of order (gRPC only: FAILED_PRECONDITION)
-           └── AckTimeoutError    no ack for a batch in time      (gRPC only: DEADLINE_EXCEEDED)
+      ├── ProtocolError           a stream's messages out of order (gRPC only: FAILED_PRECONDITION)
+      │    └── AckTimeoutError    no ack for a batch in time      (gRPC only: DEADLINE_EXCEEDED)
+      └── DnsLookupError          DNS did not answer a verification (shown as the custom domain's
+                                  ``validation_reason``, never as a response)
 
 gRPC calls map the same classes once, in ``grpc/call_context.py``.
 """
@@ -75,3 +77,7 @@ class ProtocolError(ManagementError):
 
 class AckTimeoutError(ProtocolError):
     """An edge did not acknowledge a config batch in time."""
+
+
+class DnsLookupError(ManagementError):
+    """A DNS lookup got no usable answer (timeout, no server, refused); the message says why."""

@@ -1,6 +1,6 @@
 """Management's NATS: the outbox's way out (``NatsPublisher``, JetStream, connected lazily so
 management starts without NATS) and the way in (``NatsEventListener``: every replica's events,
-for the gRPC streams of this one).
+for the gRPC streams of this one; ``connect_when_up`` for every consumer that waits for NATS).
 """
 
 import asyncio
@@ -33,6 +33,19 @@ STREAM_EVENTS: tuple[type[Event], ...] = (
 )
 LISTEN_RETRY_INITIAL_S = 0.5
 LISTEN_RETRY_MAX_S = 15.0
+
+
+async def connect_when_up(url: str, *, name: str, waiting: str) -> Bus:
+    """A connection to NATS, tried again with backoff until it answers (management starts and
+    runs without it); ``waiting`` is logged at each try."""
+    delay = LISTEN_RETRY_INITIAL_S
+    while True:
+        try:
+            return await connect(url, name=name)
+        except BusError as exc:
+            log.info(waiting, error=str(exc), retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, LISTEN_RETRY_MAX_S)
 
 
 class NatsPublisher:
@@ -73,15 +86,10 @@ class NatsEventListener:
         self._types = {subject_for(t): t for t in STREAM_EVENTS}
 
     async def run(self) -> None:
-        delay = LISTEN_RETRY_INITIAL_S
         while True:
-            try:
-                bus = await connect(self._url, name="heron-management-listener")
-            except BusError as exc:
-                log.info("event listener waits for NATS", error=str(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, LISTEN_RETRY_MAX_S)
-                continue
+            bus = await connect_when_up(
+                self._url, name="heron-management-listener", waiting="event listener waits for NATS"
+            )
             try:
                 # nats-py resubscribes by itself after a reconnect
                 await bus.nc.subscribe(EVENTS_SUBJECTS, cb=self._on_message)

@@ -1,4 +1,5 @@
-"""Proxy clusters: the use cases behind ``/api/proxy-clusters``, and the cluster of a service.
+"""Proxy clusters: the use cases behind ``/api/proxy-clusters``, and an account's clusters
+(which ``placement`` places services in, and ``/api/domains`` lists as cluster domains).
 
 An edge serves the account of the proxy token it presents, so a cluster is always one account's:
 the edges of that account with the same proxy domain (rules in ``domain.clusters``). Nobody sees
@@ -10,7 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from heron_management.db.columns import utcnow
 from heron_management.db.tables import EdgeRow
-from heron_management.domain.clusters import Cluster, ClusterEdge, cluster_of, group_clusters
+from heron_management.domain.clusters import Cluster, ClusterEdge, group_clusters
 from heron_management.domain.permissions import Action
 from heron_management.domain.presence import is_live
 from heron_management.domain.principal import Principal
@@ -47,15 +48,3 @@ async def account_clusters(session: AsyncSession, account_id: str) -> list[Clust
         )
         for row in rows
     )
-
-
-async def service_cluster(
-    session: AsyncSession, account_id: str, domain: str, current: str | None
-) -> Cluster | None:
-    """The cluster that serves ``domain``: one of the account's, or ``current`` (the service's
-    cluster so far) when its edges are no longer on record but the domain still falls under it."""
-    clusters = {c.address: c for c in await account_clusters(session, account_id)}
-    address = cluster_of(domain, [*clusters, *([current] if current else [])])
-    if address is None:
-        return None
-    return clusters.get(address) or Cluster(address)

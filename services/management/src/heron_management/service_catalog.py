@@ -1,15 +1,15 @@
 """Services and their targets: the use cases behind ``/api/services``.
 
-Every change is checked (``domain.service_spec``), checked against the account (domain free,
-targets exist, port free), stored with its ``ServiceChanged`` event and its status derived
-again from the edges' reports (``service_status``) in one transaction, and then the outbox relay
-is woken to publish the event.
+Every change is checked (``domain.service_spec``), checked against the account (domain free
+and placed in a cluster — ``placement`` —, targets exist, port free), stored with its
+``ServiceChanged`` event and its status derived again from the edges' reports
+(``service_status``) in one transaction, and then the outbox relay is woken to publish the event.
 """
 
 import ipaddress
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import or_
+from sqlalchemy import ColumnElement, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -37,6 +37,7 @@ from heron_core.types import (
     TargetProtocol,
     TargetType,
 )
+from heron_management.certificates import forget_certificate, request_certificate
 from heron_management.db.columns import utcnow
 from heron_management.db.tables import PeerRow, ResourceRow, ServiceRow, TargetRow
 from heron_management.db.write_lock import lock_writes
@@ -50,11 +51,12 @@ from heron_management.domain.service_spec import (
     build_target,
     check_unique_paths,
 )
+from heron_management.domain.status import needs_certificate
 from heron_management.domain.stored_auth import StoredAuth, StoredHeaderAuth, StoredSecretMethod
 from heron_management.errors import ConflictError, FieldProblem, InvalidRequestError, NotFoundError
 from heron_management.events import add_event
+from heron_management.placement import place_service
 from heron_management.port_allocation import assign_port
-from heron_management.proxy_clusters import service_cluster
 from heron_management.secret_hashing import hash_secret
 from heron_management.service_status import refresh_service
 
@@ -105,7 +107,7 @@ class ServiceCatalog:
             status=ServiceStatus.PENDING,
             source=ServiceSource.PERMANENT,
         )
-        targets = await self._apply(session, row, [], spec)
+        targets = await self._apply(session, row, [], spec, previous_domain=None)
         return await self._commit(session, row, targets, ChangeKind.CREATED, previous_domain=None)
 
     async def update(
@@ -116,7 +118,7 @@ class ServiceCatalog:
         row, current = await _load(session, principal.account_id, service_id)
         previous_domain = row.domain
         spec = build_spec(request, StoredAuth.model_validate(row.auth))
-        targets = await self._apply(session, row, current, spec)
+        targets = await self._apply(session, row, current, spec, previous_domain=previous_domain)
         return await self._commit(session, row, targets, ChangeKind.UPDATED, previous_domain)
 
     async def delete(self, session: AsyncSession, principal: Principal, service_id: str) -> None:
@@ -136,6 +138,25 @@ class ServiceCatalog:
         row, targets = await _load(session, principal.account_id, service_id)
         row.enabled = enabled
         return await self._commit(session, row, targets, ChangeKind.UPDATED, row.domain)
+
+    async def retry_certificate(
+        self, session: AsyncSession, principal: Principal, service_id: str
+    ) -> Service:
+        """Ask the certificate manager for the service's certificate now; the failure shown so
+        far gives way to what the edges report (``certificate_pending``) until it answers."""
+        principal.require(Action.MANAGE_SERVICES)
+        await lock_writes(session)
+        row, targets = await _load(session, principal.account_id, service_id)
+        if not needs_certificate(ServiceMode(row.mode)):
+            raise ConflictError(
+                f"service {row.name!r} is a {row.mode} service: it has no certificate to retry "
+                "(only HTTP services get one: the edge passes TLS services' TLS through)"
+            )
+        await request_certificate(session, row)
+        await refresh_service(session, row, targets)
+        await session.commit()
+        self._on_commit()
+        return to_service(row, targets)
 
     # target changes
 
@@ -213,11 +234,20 @@ class ServiceCatalog:
         row: ServiceRow,
         current: list[TargetRow],
         spec: ServiceSpec,
+        *,
+        previous_domain: str | None,
     ) -> list[TargetRow]:
-        """Write ``spec`` onto ``row``, replacing its targets, after the checks that need the DB."""
+        """Write ``spec`` onto ``row``, replacing its targets, after the checks that need the DB;
+        ``previous_domain``: the service's domain so far (None: a new service)."""
         await _check_domain_free(session, row.id, spec.domain)
-        cluster = await service_cluster(session, row.account_id, spec.domain, row.proxy_cluster)
+        moved = spec.domain != previous_domain
+        cluster = await place_service(
+            session, row.account_id, spec.domain, row.proxy_cluster, new_domain=moved
+        )
         await assign_port(session, row, spec, cluster)
+        if moved and previous_domain is not None:  # the old domain's certificate is not its
+            await forget_certificate(session, row.id)
+            row.certificate_issued_at = None
         row.proxy_cluster = cluster.address if cluster else None
         row.name, row.domain, row.mode = spec.name, spec.domain, spec.mode
         row.enabled = spec.enabled
@@ -288,27 +318,39 @@ class ServiceCatalog:
         return to_service(row, targets)
 
 
-async def join_cluster(session: AsyncSession, account_id: str, address: str) -> None:
-    """An edge of cluster ``address`` registered: the account's services that had no cluster and
-    whose domain is ``address`` or under it join it (each with a ``ServiceChanged``), in the
-    caller's transaction, which holds ``lock_writes``. Their ports stay: a service without a
-    cluster competed with every other, so its port is free in any cluster. A service joins the
-    first cluster that claims it and changes clusters only when a change of it derives another.
+async def join_cluster(
+    session: AsyncSession, account_id: str, address: str, *, under: str | None = None
+) -> list[ServiceRow]:
+    """An edge of cluster ``address`` registered (or a custom domain ``under`` that targets it
+    was verified): the account's services that had no cluster and whose domain is ``under``
+    (default: ``address``) or below it join it (each with a ``ServiceChanged``), in the caller's
+    transaction, which holds ``lock_writes``; the services that joined. Their ports stay: a
+    service without a cluster competed with every other, so its port is free in any cluster. A
+    service joins the first cluster that claims it and changes clusters only when a change of it
+    derives another.
     """
+    parent = under or address
     homeless = await session.exec(
         select(ServiceRow).where(
             ServiceRow.account_id == account_id,
             col(ServiceRow.proxy_cluster).is_(None),
-            or_(
-                col(ServiceRow.domain) == address,
-                col(ServiceRow.domain).endswith(f".{address}", autoescape=True),
-            ),
+            domain_at_or_under(parent),
         )
     )
-    for row in homeless:
+    joined = list(homeless)
+    for row in joined:
         row.proxy_cluster, row.updated_at = address, utcnow()
         session.add(row)
         add_event(session, _event(row, ChangeKind.UPDATED, previous_domain=None))
+    return joined
+
+
+def domain_at_or_under(parent: str) -> ColumnElement[bool]:
+    """A service's domain is ``parent`` or a name under it (a query condition)."""
+    return or_(
+        col(ServiceRow.domain) == parent,
+        col(ServiceRow.domain).endswith(f".{parent}", autoescape=True),
+    )
 
 
 def _about_the_body(

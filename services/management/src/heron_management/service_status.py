@@ -13,9 +13,14 @@ committed fact: two replicas can never leave a status that contradicts the store
 The service row is written only when its status or reason changes, never with an event: the
 status is not configuration, and an event would echo through every edge's config stream.
 
+The certificate manager's word about each service's certificate (``service_certificates``,
+written by ``certificates``) is a fact too: a failure it reported shows as
+``certificate_failed``, and an issued certificate sets ``certificate_issued_at``.
+
 Derivations happen when a report changes, when an edge's stream opens or ends, when a stream's
 heartbeat finds that the account's set of live edges changed (an edge whose replica died ages
-out), and inside every service change (``service_catalog``).
+out), when the certificate manager reports on a certificate, and inside every service change
+(``service_catalog``).
 """
 
 from collections import defaultdict
@@ -30,8 +35,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from heron_core.types import ServiceMode
 from heron_management.db.columns import utcnow
-from heron_management.db.tables import EdgeReportRow, EdgeRow, ServiceRow, TargetRow
+from heron_management.db.tables import (
+    EdgeReportRow,
+    EdgeRow,
+    ServiceCertificateRow,
+    ServiceRow,
+    TargetRow,
+)
 from heron_management.db.write_lock import lock_writes
+from heron_management.domain.certificates import CertificateRecord
 from heron_management.domain.presence import is_live
 from heron_management.domain.status import (
     EdgeReport,
@@ -108,10 +120,11 @@ async def refresh_account(
 
 
 async def refresh_service(
-    session: AsyncSession, row: ServiceRow, targets: Sequence[TargetRow]
+    session: AsyncSession, row: ServiceRow, targets: Sequence[TargetRow] | None = None
 ) -> None:
-    """Derive ``row``'s status inside the caller's transaction, which holds ``lock_writes``."""
-    enabled = {row.id: sum(1 for t in targets if t.enabled)}
+    """Derive ``row``'s status inside the caller's transaction, which holds ``lock_writes``;
+    ``targets``: its targets as the transaction holds them (None: as stored)."""
+    enabled = None if targets is None else {row.id: sum(1 for t in targets if t.enabled)}
     await _derive(session, row.account_id, [row], only=[row.id], enabled_targets=enabled)
 
 
@@ -183,7 +196,9 @@ async def _derive(
     if enabled_targets is None:
         enabled_targets = await _enabled_targets(session, account_id, only)
     reports = await _reports(session, account_id, only, live)
+    certificates = await _certificates(session, account_id, only)
     for row in services:
+        certificate = _certificate_of(row, certificates.get(row.id))
         # a service of a cluster counts that cluster's edges only; one without, every edge
         serving = [e for e in edges if row.proxy_cluster in (None, e.proxy_domain)]
         facts = ServiceFacts(
@@ -199,12 +214,15 @@ async def _derive(
                 for cluster, report in reports.get(row.id, ())
                 if row.proxy_cluster in (None, cluster)
             ],
+            certificate_failure=certificate.failure(),
         )
-        _apply(session, row, facts)
+        _apply(session, row, facts, certificate)
     return frozenset(live)
 
 
-def _apply(session: AsyncSession, row: ServiceRow, facts: ServiceFacts) -> None:
+def _apply(
+    session: AsyncSession, row: ServiceRow, facts: ServiceFacts, certificate: CertificateRecord
+) -> None:
     status, reason = derive_status(facts)
     changed = False
     if (row.status, row.status_reason) != (status.value, reason):
@@ -214,12 +232,44 @@ def _apply(session: AsyncSession, row: ServiceRow, facts: ServiceFacts) -> None:
         )  # fmt: skip
         row.status, row.status_reason = status.value, reason
         changed = True
-    certified = any(r.certificate_available for r in facts.reports)
-    if needs_certificate(facts.mode) and certified and row.certificate_issued_at is None:
-        row.certificate_issued_at = utcnow()  # as NetBird: when the edges first hold one
-        changed = True
+    if needs_certificate(facts.mode):
+        issued = certificate.issued_at
+        if issued is None and row.certificate_issued_at is None:
+            # as NetBird: when the edges first hold one (a static or wildcard file's, too)
+            certified = any(r.certificate_available for r in facts.reports)
+            issued = utcnow() if certified else None
+        if issued is not None and row.certificate_issued_at != issued:
+            row.certificate_issued_at = issued  # the certificate manager's: when it was issued
+            changed = True
     if changed:
         session.add(row)
+
+
+def _certificate_of(row: ServiceRow, stored: ServiceCertificateRow | None) -> CertificateRecord:
+    """What the certificate manager said about ``row``'s certificate; nothing for a service
+    without one (L4) or when what it said was about the domain the service had before."""
+    if (
+        stored is None
+        or stored.domain != row.domain
+        or not needs_certificate(ServiceMode(row.mode))
+    ):
+        return CertificateRecord()
+    return CertificateRecord(
+        issued_at=stored.issued_at,
+        failed_at=stored.failed_at,
+        failure_reason=stored.failure_reason,
+        retry_at=stored.retry_at,
+        requested_at=stored.requested_at,
+    )
+
+
+async def _certificates(
+    session: AsyncSession, account_id: str, only: list[str] | None
+) -> dict[str, ServiceCertificateRow]:
+    query = select(ServiceCertificateRow).where(ServiceCertificateRow.account_id == account_id)
+    if only is not None:
+        query = query.where(col(ServiceCertificateRow.service_id).in_(only))
+    return {row.service_id: row for row in await session.exec(query)}
 
 
 async def _enabled_targets(

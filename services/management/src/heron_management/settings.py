@@ -2,11 +2,12 @@
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from heron_core.secret_tokens import PROXY_TOKEN_PREFIX, is_well_formed
 from heron_core.settings import HeronSettings
+from heron_management.domain.addresses import split_host_port
 
 MIN_ADMIN_TOKEN_CHARS = 32  # a guessable bootstrap token is an open door in production
 
@@ -44,6 +45,27 @@ class ManagementSettings(HeronSettings):
     management_max_body_bytes: int = Field(
         default=1 << 20, ge=1024, description="largest request body the API accepts"
     )
+    management_dns_resolver: str | None = Field(
+        default=None,
+        description="the DNS server custom domains are verified against, `host:port` (`[v6]:port`; "
+        "the port defaults to 53); unset: the system's resolvers (`/etc/resolv.conf`)",
+    )
+    management_dns_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="how long one verification's DNS lookups may take"
+    )
+    management_domain_recheck_s: float = Field(
+        default=300.0,
+        ge=1,
+        description="how often custom domains not verified yet are verified again by themselves",
+    )
+
+    @field_validator("management_dns_resolver")
+    @classmethod
+    def _resolver_address(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        split_host_port(value)  # refuses what is not host:port, with the reason
+        return value.strip()
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -9,6 +9,7 @@ from fastapi.security import APIKeyHeader
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from heron_management.custom_domains import CustomDomainCatalog
 from heron_management.domain.principal import Principal
 from heron_management.errors import AuthenticationError
 from heron_management.identity import authenticate
@@ -36,6 +37,7 @@ class AppContext:
 
     sessions: async_sessionmaker[AsyncSession]
     services: ServiceCatalog
+    domains: CustomDomainCatalog
 
 
 def _context(request: Request) -> AppContext:

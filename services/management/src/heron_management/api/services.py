@@ -62,6 +62,21 @@ async def disable_service(
     return await ctx.services.set_enabled(session, principal, service_id, enabled=False)
 
 
+@router.post(
+    "/{service_id}/certificate/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Ask for the service's certificate again now (HTTP services)",
+    description="Publishes `CertificateRequested`: the certificate manager orders the "
+    "certificate without waiting for its backoff. The failure shown so far gives way to what "
+    "the edges report (`certificate_pending`) until it answers. 409 for a service without a "
+    "certificate (TCP, UDP, TLS passthrough).",
+)
+async def retry_certificate(
+    service_id: ObjectId, session: SessionDep, principal: PrincipalDep, ctx: ContextDep
+) -> Service:
+    return await ctx.services.retry_certificate(session, principal, service_id)
+
+
 @router.get("/{service_id}/targets", summary="List a service's targets")
 async def list_targets(
     service_id: ObjectId, session: SessionDep, principal: PrincipalDep, ctx: ContextDep

@@ -309,6 +309,57 @@ class EdgeReportRow(SQLModel, table=True):
     reported_at: datetime = _created()
 
 
+class ServiceCertificateRow(SQLModel, table=True):
+    """What the certificate manager last said about the certificate of a service's domain.
+
+    Written from its ``CertificateIssued``/``CertificateFailed`` events (``certificates``); one
+    row per service, for the domain in ``domain`` (a row for another domain than the service's
+    is stale: the service moved). Deleting the service deletes it.
+    """
+
+    __tablename__ = "service_certificates"
+
+    service_id: str = Field(
+        sa_column=Column(
+            String(ID), ForeignKey("services.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    account_id: str = _account_fk()
+    domain: str = Field(max_length=253)
+    #: ``occurred_at`` of the last ``CertificateIssued``
+    issued_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    not_before: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    not_after: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    issuer: str | None = Field(default=None, max_length=512)
+    #: ``occurred_at`` of the last ``CertificateFailed``, with the CA's reason
+    failed_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    failure_reason: str | None = Field(default=None, max_length=2048)
+    #: when the certificate manager tries again by itself (None: only when asked)
+    retry_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    #: the last retry asked through the API: a failure before it is no longer shown
+    requested_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    updated_at: datetime = _created()
+
+
+class CustomDomainRow(SQLModel, table=True):
+    """A domain of the account's own whose services an edge cluster serves, once its DNS shows
+    the validation CNAME (``custom_domains``). Unique across the installation: one owner."""
+
+    __tablename__ = "custom_domains"
+
+    id: str = Field(primary_key=True, max_length=ID)
+    account_id: str = _account_fk()
+    domain: str = Field(max_length=253, unique=True)
+    target_cluster: str = Field(max_length=253)
+    validated: bool = Field(default=False)
+    validated_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    #: why the last verification did not succeed; None once verified or before the first one
+    validation_reason: str | None = Field(default=None, max_length=1024)
+    #: when the last verification ended (None: none has yet)
+    checked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    created_at: datetime = _created()
+
+
 class OutboxRow(SQLModel, table=True):
     """Events written in the same transaction as the change; a relay publishes them to NATS."""
 

@@ -9,17 +9,23 @@ Edges send a ``ServiceStatus`` per service (tunnel up, certificate available, er
 4. some edge *serves* it — tunnel up, no error, and (HTTP only: the edge terminates TLS) a
    certificate for the domain: ``active``;
 5. otherwise, the most advanced edge decides: tunnel up but no certificate:
-   ``certificate_pending``; tunnel up but an error (e.g. its port is taken): ``error``; no
-   tunnel anywhere: ``tunnel_not_created`` — the reason names that edge and quotes its message.
+   ``certificate_pending`` — or ``certificate_failed`` with the CA's reason when the certificate
+   manager's last word is a failure (``domain.certificates``); tunnel up but an error (e.g. its
+   port is taken): ``error``; no tunnel anywhere: ``tunnel_not_created`` — the reason names
+   that edge and quotes its message.
 
 One serving edge is enough: clients reach any edge of the cluster, and those without a tunnel
-say why in the logs. ``certificate_failed`` is the certificate manager's to report (later).
+say why in the logs. A certificate failure shows only where the certificate is what is missing:
+an edge that still holds a valid certificate keeps the service ``active`` (a failed renewal),
+and a tunnel that is down is the first thing to fix. As in NetBird, edges never report
+``certificate_failed`` themselves: the certificate manager does, through its events.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from heron_core.types import ServiceMode, ServiceStatus
+from heron_management.domain.certificates import CertificateFailure, failure_reason
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,8 @@ class ServiceFacts:
     known_clusters: Sequence[str] = ()
     #: the last report of each connected edge that has reported on the service
     reports: Sequence[EdgeReport] = ()
+    #: the certificate manager's last word, when it is a failure (HTTP only)
+    certificate_failure: CertificateFailure | None = None
 
 
 def needs_certificate(mode: ServiceMode) -> bool:
@@ -81,6 +89,11 @@ def _from_reports(facts: ServiceFacts) -> tuple[ServiceStatus, str | None]:
     working = [r for r in up if not r.error_message]
     if any(r.certificate_available or not certificate for r in working):
         return ServiceStatus.ACTIVE, None
+    if working and facts.certificate_failure is not None:
+        return (
+            ServiceStatus.CERTIFICATE_FAILED,
+            failure_reason(facts.domain, facts.certificate_failure),
+        )
     if working:
         return (
             ServiceStatus.CERTIFICATE_PENDING,
