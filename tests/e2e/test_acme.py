@@ -48,7 +48,8 @@ async def acme_stack(
                    "HERON_ACME_DIRECTORY_URL": pebble.directory_url,
                    "HERON_ACME_CA_FILE": str(pebble.ca_file),
                    "HERON_PROXY_ACME_CHALLENGE_TYPE": challenge,
-                   "HERON_CERTMANAGER_RETRY_INITIAL_S": "5", **(stack_env or {})},
+                   # a failed order waits long: only the API's retry brings it back in the test
+                   "HERON_CERTMANAGER_RETRY_INITIAL_S": "600", **(stack_env or {})},
         peer_processes=[("backend", [PYTHON, str(BACKEND), "--port", str(BACKEND_PORT)])],
     ) as hosts:  # fmt: skip
         await hosts.eventually("the edge's main port", lambda: listening(hosts.address))
@@ -98,15 +99,9 @@ async def test_a_new_domain_gets_a_certificate_from_the_ca(
     root = tmp_path / "pebble-root.pem"
     root.write_bytes(await pebble.root_pem())
     app = f"app.{DOMAIN}"
-    target = {"target_type": "peer", "target_id": hosts.peer_id, "port": BACKEND_PORT}
     pebble.pause()  # the order waits: the service shows what it waits for
     try:
-        async with hosts.client() as client:
-            created = await client.post(
-                "/api/services", json={"name": "app", "domain": app, "targets": [target]}
-            )
-        assert created.status_code == 201, created.text
-        service_id = created.json()["id"]
+        service_id = await create_service(hosts, "app", app)
 
         async def pending() -> bool:
             return bool((await status_of(hosts, service_id))["status"] == "certificate_pending")
@@ -121,6 +116,30 @@ async def test_a_new_domain_gets_a_certificate_from_the_ca(
 
     await hosts.eventually("the service active with its certificate", active, within_s=60)
     assert await https_status(hosts, app, root) == 200
+
+    # the CA cannot validate (its DNS sends the name elsewhere): certificate_failed, with why
+    broken = f"broken.{DOMAIN}"
+    await pebble.dns("add-a", host=f"{broken}.", addresses=["127.0.0.1"])
+    broken_id = await create_service(hosts, "broken", broken)
+
+    async def failed() -> str | None:
+        meta = await status_of(hosts, broken_id)
+        return meta["status_reason"] if meta["status"] == "certificate_failed" else None
+
+    reason = await hosts.eventually("certificate_failed with the CA's reason", failed, 60)
+    assert "127.0.0.1" in reason, reason
+    # the cause fixed, the retry action brings the certificate (the certmanager's own retry
+    # would wait ten minutes)
+    await pebble.dns("clear-a", host=f"{broken}.")
+    async with hosts.client() as client:
+        retried = await client.post(f"/api/services/{broken_id}/certificate/retry")
+    assert retried.status_code == 202, retried.text
+
+    async def broken_active() -> bool:
+        return bool((await status_of(hosts, broken_id))["status"] == "active")
+
+    await hosts.eventually("the certificate after the retry", broken_active, within_s=60)
+    assert await https_status(hosts, broken, root) == 200
 
 
 async def create_service(hosts: Hosts, name: str, domain: str) -> str:

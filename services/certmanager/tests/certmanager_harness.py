@@ -389,6 +389,7 @@ def settings_for(
         "certmanager_retry_initial_s": 1.0,
         "certmanager_retry_max_s": 4.0,
         "certmanager_order_timeout_s": 30.0,
+        "certmanager_challenge_propagation_s": 0.2,
         "proxy_certificate_directory": data_dir / "no-static-certificate",
         **overrides,
     }

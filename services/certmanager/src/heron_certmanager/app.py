@@ -116,6 +116,7 @@ class Certmanager:
                 state,
                 settings.proxy_acme_challenge_type,
                 settings.certmanager_order_timeout_s,
+                settings.certmanager_challenge_propagation_s,
             ),
             publish=publish,
             retry=RetryPolicy(

@@ -38,6 +38,8 @@ class Orderer:
     state: State
     challenge_type: ChallengeType
     timeout_s: float
+    #: the edges' time to receive an answer through NATS before the CA may look for it
+    propagation_s: float = 2.0
 
     async def obtain(self, domain: str, lease: Lease) -> StoredCertificate:
         """A certificate for ``domain``; ``OrderFailedError`` with the CA's reason if none."""
@@ -124,6 +126,7 @@ class Orderer:
         if challenge.status != "pending":
             return
         await self.state.put_answer(key, challenge_answer(challenge, domain))
+        await asyncio.sleep(self.propagation_s)
         await asyncio.to_thread(session.answer, challenge)
         log.info("challenge answered", domain=domain, type=wanted)
 

@@ -60,6 +60,11 @@ class CertmanagerSettings(HeronSettings):
     certmanager_order_timeout_s: float = Field(
         default=180.0, gt=0, description="one order may take this long before it counts as failed"
     )
+    certmanager_challenge_propagation_s: float = Field(
+        default=2.0, ge=0, le=60,
+        description="between writing a challenge answer and telling the CA to validate: the "
+        "edges' time to receive it (the CA may check at once)",
+    )  # fmt: skip
     certmanager_retry_initial_s: float = Field(
         default=60.0, gt=0, description="first wait after a failed order (then doubling, jittered)"
     )
