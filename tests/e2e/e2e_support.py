@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -21,6 +22,28 @@ import httpx
 from heron_tunnel.netns import Namespace, cleanup_stale, unique_name, veth
 
 PYTHON = sys.executable
+
+_taken_subnets: set[str] = set()
+
+
+def free_subnet(first: int, count: int) -> str:
+    """A ``10.<n>`` prefix, ``n`` in ``[first, first + count)``, that no interface of the test's
+    namespace uses and no other stack of this run had: concurrent runs, and the veths of a
+    namespace still being torn down, would otherwise catch the test's packets. The process id
+    picks where to start looking."""
+    start = os.getpid() % count
+    for step in range(count):
+        candidate = f"10.{first + (start + step) % count}"
+        if candidate in _taken_subnets:
+            continue
+        shown = subprocess.run(
+            ["ip", "-o", "-4", "address", "show", "to", f"{candidate}.0.0/16"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        if not shown.strip():
+            _taken_subnets.add(candidate)
+            return candidate
+    raise AssertionError(f"no free 10.x prefix in 10.{first}-{first + count - 1}")
 
 
 async def root_link(ns: Namespace, root_addr: IPv4Interface, ns_addr: IPv4Interface) -> None:
@@ -95,6 +118,7 @@ class Hosts:
     edge: Namespace
     peer: Namespace
     address: str  # the edge host, as the client reaches it
+    subnet: str  # 10.x: the client host is <subnet>.0.1, the edge <subnet>.0.2 and <subnet>.1.1
     api: str
     token: str
     data: Path
@@ -143,7 +167,8 @@ async def stack_with_agent(
             edge_ns, peer_ns, IPv4Interface(f"{subnet}.1.1/24"), IPv4Interface(f"{subnet}.1.2/24")
         )
         hosts = Hosts(
-            edge=edge_ns, peer=peer_ns, address=f"{subnet}.0.2", api=f"http://{subnet}.0.2:8080",
+            edge=edge_ns, peer=peer_ns, address=f"{subnet}.0.2", subnet=subnet,
+            api=f"http://{subnet}.0.2:8080",
             token=token, data=tmp_path / "stack", logs=logs,
         )  # fmt: skip
         for server in client_side:

@@ -22,11 +22,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from certmanager_harness import Pebble
-from e2e_support import PYTHON, Hosts, stack_with_agent, start
+from e2e_support import PYTHON, Hosts, free_subnet, stack_with_agent, start
 
 from heron_tunnel.netns import unique_name
 
-SUBNET = f"10.{230 + os.getpid() % 20}"  # 10.230-249.x: apart from the other e2e tests'
 TOKEN = "hrn_" + secrets.token_urlsafe(30)
 DOMAIN = "heron.test"
 BACKEND_PORT = 7080
@@ -35,15 +34,20 @@ BACKEND = Path(__file__).parents[1] / "integration" / "http_backend.py"
 
 @contextlib.asynccontextmanager
 async def acme_stack(
-    tmp_path: Path, challenge: str, *, validated_at: str, stack_env: dict[str, str] | None = None
+    tmp_path: Path,
+    challenge: str,
+    *,
+    subnet: str,
+    validated_at: str,
+    stack_env: dict[str, str] | None = None,
 ) -> AsyncIterator[tuple[Hosts, Pebble]]:
     """The stack with ACME against Pebble, whose DNS sends every name to ``validated_at``."""
     pebble = Pebble(
-        tmp_path / "pebble", host=f"{SUBNET}.0.1", answer_ipv4=validated_at,
+        tmp_path / "pebble", host=f"{subnet}.0.1", answer_ipv4=validated_at,
         validation_ports=(80, 443),
     )  # fmt: skip
     async with stack_with_agent(
-        tmp_path, prefix="ha", subnet=SUBNET, token=TOKEN, client_side=[pebble],
+        tmp_path, prefix="ha", subnet=subnet, token=TOKEN, client_side=[pebble],
         stack_env={"HERON_PROXY_DOMAIN": DOMAIN,
                    "HERON_ACME_DIRECTORY_URL": pebble.directory_url,
                    "HERON_ACME_CA_FILE": str(pebble.ca_file),
@@ -69,7 +73,10 @@ async def listening(address: str, port: int = 443) -> bool:
 async def acme(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[tuple[Hosts, Pebble]]:
-    async with acme_stack(tmp_path, request.param, validated_at=f"{SUBNET}.0.2") as found:
+    subnet = free_subnet(230, 20)
+    async with acme_stack(
+        tmp_path, request.param, subnet=subnet, validated_at=f"{subnet}.0.2"
+    ) as found:
         yield found
 
 
@@ -158,12 +165,12 @@ async def test_two_edges_of_a_cluster_share_the_challenge_and_the_certificate(
 ) -> None:
     """The CA reaches the second edge only: it answers a challenge it never saw ordered, and both
     edges serve the certificate."""
-    first, second = f"{SUBNET}.0.2", f"{SUBNET}.0.3"
+    subnet = free_subnet(230, 20)
+    first, second = f"{subnet}.0.2", f"{subnet}.0.3"
     stack_env = {"HERON_PROXY_ADDRESS": f"{first}:443", "HERON_PROXY_HTTP_ADDRESS": f"{first}:80"}
-    async with acme_stack(tmp_path, "tls-alpn-01", validated_at=second, stack_env=stack_env) as (
-        hosts,
-        pebble,
-    ):
+    async with acme_stack(
+        tmp_path, "tls-alpn-01", subnet=subnet, validated_at=second, stack_env=stack_env
+    ) as (hosts, pebble):
         root = tmp_path / "pebble-root.pem"
         root.write_bytes(await pebble.root_pem())
         await add_address(hosts, first, second)
@@ -181,7 +188,7 @@ async def test_two_edges_of_a_cluster_share_the_challenge_and_the_certificate(
                  "HERON_PROXY_ADDRESS": f"{second}:443", "HERON_PROXY_HTTP_ADDRESS": f"{second}:80",
                  "HERON_PROXY_HEALTH_ADDRESS": "127.0.0.1:9101", "HERON_PROXY_WG_PORT": "51821",
                  "HERON_PROXY_WIREGUARD_INTERFACE": unique_name("wgb"),
-                 "HERON_PROXY_WIREGUARD_ENDPOINT": f"{SUBNET}.1.1:51821"},
+                 "HERON_PROXY_WIREGUARD_ENDPOINT": f"{subnet}.1.1:51821"},
         )  # fmt: skip
         try:
             await hosts.eventually("the second edge's main port", lambda: listening(second))

@@ -26,9 +26,8 @@ from typing import Any
 import httpx
 import pytest_asyncio
 import trustme
-from e2e_support import PYTHON, Hosts, stack_with_agent
+from e2e_support import PYTHON, Hosts, free_subnet, stack_with_agent
 
-SUBNET = f"10.{150 + os.getpid() % 50}"  # 10.150-199.x: apart from the tunnel test's
 TOKEN = "hrn_" + secrets.token_urlsafe(30)
 DOMAIN = "heron.test"
 BACKEND_PORT = 7080
@@ -108,7 +107,7 @@ async def edge(tmp_path: Path) -> AsyncIterator[Edge]:
     static_dir = tmp_path / "static"
     static_dir.mkdir()
     async with stack_with_agent(
-        tmp_path, prefix="hh", subnet=SUBNET, token=TOKEN,
+        tmp_path, prefix="hh", subnet=free_subnet(150, 50), token=TOKEN,
         stack_env={"HERON_PROXY_DOMAIN": DOMAIN,
                    "HERON_PROXY_CERTIFICATE_DIRECTORY": str(static_dir)},
         peer_processes=[("backend", [PYTHON, str(BACKEND), "--port", str(BACKEND_PORT)])],

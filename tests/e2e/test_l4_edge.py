@@ -22,9 +22,8 @@ from typing import Any
 
 import pytest_asyncio
 import trustme
-from e2e_support import PYTHON, Hosts, stack_with_agent
+from e2e_support import PYTHON, Hosts, free_subnet, stack_with_agent
 
-SUBNET = f"10.{200 + os.getpid() % 30}"  # 10.200-229.x: apart from the other e2e tests'
 TOKEN = "hrn_" + secrets.token_urlsafe(30)
 DOMAIN = "heron.test"
 ECHO, UDP_ECHO, TLS_BACKEND, PROXIED, HTTP_BACKEND = 7001, 7002, 7003, 7004, 7080
@@ -50,7 +49,7 @@ async def hosts(tmp_path: Path) -> AsyncIterator[tuple[Hosts, trustme.CA]]:
         str(HTTP_BACKEND),
     ]
     async with stack_with_agent(
-        tmp_path, prefix="hl", subnet=SUBNET, token=TOKEN,
+        tmp_path, prefix="hl", subnet=free_subnet(200, 30), token=TOKEN,
         stack_env={"HERON_PROXY_DOMAIN": DOMAIN},
         peer_processes=[("backends", backends), ("http", http)],
     ) as found:  # fmt: skip
@@ -193,7 +192,7 @@ async def test_tcp_udp_and_tls_services_through_the_edge(
         client_address, client_port = writer.get_extra_info("sockname")[:2]
         line = await asyncio.wait_for(reader.readline(), WAIT_S)
         assert line == f"source={client_address}:{client_port}\n".encode()
-        assert client_address == f"{SUBNET}.0.1"
+        assert client_address == f"{state.subnet}.0.1"
     finally:
         writer.close()
 
