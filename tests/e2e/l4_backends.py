@@ -34,16 +34,24 @@ async def greet_then_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWr
     await echo(reader, writer)
 
 
-async def proxied(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def read_proxy_header(reader: asyncio.StreamReader) -> proxy_protocol.ProxyHeader | None:
+    """The PROXY v2 header the connection starts with; None when it ends first."""
     data = b""
     header = proxy_protocol.parse(data)
     while isinstance(header, proxy_protocol.NeedMore):
         chunk = await reader.read(header.at_least - len(data))
         if not chunk:
-            writer.close()
-            return
+            return None
         data += chunk
         header = proxy_protocol.parse(data)
+    return header
+
+
+async def proxied(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    header = await read_proxy_header(reader)
+    if header is None:
+        writer.close()
+        return
     source = f"{header.source[0]}:{header.source[1]}" if header.source else "local"
     writer.write(f"source={source}\n".encode())
     await echo(reader, writer)

@@ -20,14 +20,13 @@ import nats.errors
 import pytest_asyncio
 import trustme
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes
 from nats.js.kv import KeyValue
 
 from heron_bus import connect
 from heron_bus.embedded import EmbeddedNats
 from heron_bus.kv import ACME_CHALLENGES, CERTIFICATES, ensure_bucket
+from heron_certmanager.answers import tls_alpn_certificate
 from heron_core.certificates import (
     ACME_TLS_ALPN,
     ChallengeAnswer,
@@ -120,37 +119,15 @@ def stored_certificate(ca: trustme.CA, domain: str = DOMAIN) -> tuple[StoredCert
 
 
 def tls_alpn01_answer(domain: str, key_authorization: str) -> ChallengeAnswer:
-    """RFC 8737 §3's challenge certificate (the acme library no longer makes one: built here)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    digest = hashlib.sha256(key_authorization.encode()).digest()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=7))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
-        # the DER of an OCTET STRING holding the 32-byte digest
-        .add_extension(
-            x509.UnrecognizedExtension(ACME_IDENTIFIER, b"\x04\x20" + digest), critical=True
-        )
-        .sign(key, hashes.SHA256())
-    )
+    """An answer as the certmanager writes it, with its RFC 8737 challenge certificate."""
+    cert_pem, key_pem = tls_alpn_certificate(domain, key_authorization)
     return ChallengeAnswer(
         type=ChallengeType.TLS_ALPN_01,
         domain=domain,
         token=key_authorization.partition(".")[0],
         key_authorization=key_authorization,
-        cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
-        key_pem=key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode(),
+        cert_pem=cert_pem,
+        key_pem=key_pem,
     )
 
 

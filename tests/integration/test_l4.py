@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 import trustme
 from edge_harness import Pki, running_edge, target
+from l4_backends import UdpEcho, echo, greet_then_echo, read_proxy_header
 
 from heron_agent.allowed import AllowedTarget, AllowedTargets
 from heron_agent.forwarder import Forwarder
@@ -61,39 +62,19 @@ class Backends:
         return [self.echo, self.greeter, self.proxied, self.tls, self.dead]
 
 
-class _UdpEcho(asyncio.DatagramProtocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: asyncio.DatagramTransport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.transport.sendto(b"echo:" + data, addr)
-
-
 @pytest_asyncio.fixture
 async def backends() -> AsyncIterator[Backends]:
     found = Backends(dead=free_port())
-
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
 
     async def greeter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"220 hello from the greeter\n")
         await echo(reader, writer)
 
     async def proxied(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        data = b""
-        header = proxy_protocol.parse(data)
-        while isinstance(header, proxy_protocol.NeedMore):
-            chunk = await reader.read(header.at_least - len(data))
-            if not chunk:
-                writer.close()
-                return
-            data += chunk
-            header = proxy_protocol.parse(data)
+        header = await read_proxy_header(reader)
+        if header is None:
+            writer.close()
+            return
         found.proxy_headers.append(header)
         assert header.source is not None
         writer.write(f"{header.source[0]}:{header.source[1]}\n".encode())
@@ -103,21 +84,17 @@ async def backends() -> AsyncIterator[Backends]:
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     issued.configure_cert(server_context)
 
-    async def tls_hello(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"tls backend\n")
-        await echo(reader, writer)
-
     servers = [
         await asyncio.start_server(echo, "127.0.0.1", 0),
         await asyncio.start_server(greeter, "127.0.0.1", 0),
         await asyncio.start_server(proxied, "127.0.0.1", 0),
-        await asyncio.start_server(tls_hello, "127.0.0.1", 0, ssl=server_context),
+        await asyncio.start_server(greet_then_echo, "127.0.0.1", 0, ssl=server_context),
     ]
     found.echo, found.greeter, found.proxied, found.tls = (
         s.sockets[0].getsockname()[1] for s in servers
     )
     loop = asyncio.get_running_loop()
-    udp, _ = await loop.create_datagram_endpoint(_UdpEcho, local_addr=("127.0.0.1", 0))
+    udp, _ = await loop.create_datagram_endpoint(UdpEcho, local_addr=("127.0.0.1", 0))
     found.udp_echo = udp.get_extra_info("sockname")[1]
     yield found
     udp.close()

@@ -9,6 +9,7 @@ over plain HTTP, tls-alpn-01 with a TLS server that selects ``acme-tls/1``. It c
 validation until released, so a test can act mid-order.
 """
 
+import abc
 import asyncio
 import contextlib
 import json
@@ -92,14 +93,14 @@ async def _port_open(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-class Started:
+class Started(abc.ABC):
     """``start`` on entry, ``stop`` on exit."""
 
-    async def start(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def start(self) -> None: ...
 
-    async def stop(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
 
     async def __aenter__(self) -> Self:
         await self.start()

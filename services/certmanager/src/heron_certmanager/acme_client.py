@@ -50,7 +50,8 @@ class TLSALPN01(challenges.KeyAuthorizationChallenge):
     typ = response_cls.typ
 
     def validation(self, account_key: JWK, **kwargs: Any) -> Any:
-        raise NotImplementedError("the answer certificate is built by heron_certmanager.answers")
+        """The key authorization the answer certificate is built from (``answers``)."""
+        return self.key_authorization(account_key)
 
 
 @dataclass(frozen=True)
