@@ -48,6 +48,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
+from _netlab import Cpu, machine_jiffies, process_cpu_s  # bench/'s own shared helpers
+
 from heron_core.logging import configure_logging
 from heron_core.settings import LogFormat
 from heron_core.tasks import spawn
@@ -87,7 +89,6 @@ RELAY_STATS_WAIT_S = 2.0
 TARGET_RATIO = 0.8
 #: what wireguard-go since 2023 asks for its UDP sockets (``conn.socketBufferSize``, 7 MiB)
 UPSTREAM_WG_SOCKET_BUFFER = WIREGUARD_GO_SOCKET_BUFFER
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 FORWARD, REVERSE = "edge->peer", "peer->edge"
 
@@ -311,36 +312,6 @@ async def udp_receive_buffer(netns: Namespace, port: int) -> int | None:
 # -- CPU accounting ----------------------------------------------------------------------------
 
 
-def process_cpu_s(pid: int | None) -> tuple[float, float]:
-    """(user, system) CPU seconds of process ``pid``, all its threads; zeros if it is gone."""
-    if pid is None:
-        return 0.0, 0.0
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0, 0.0
-    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; comm may hold spaces
-    return int(fields[11]) / _CLOCK_TICKS, int(fields[12]) / _CLOCK_TICKS  # utime, stime
-
-
-def machine_jiffies() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs since boot; busy includes softirq, the network's share."""
-    values = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]  # idle, iowait
-    total = sum(values[:8])  # user nice system idle iowait irq softirq steal (guest is in user)
-    return total - idle, total
-
-
-@dataclasses.dataclass(frozen=True)
-class Cpu:
-    user_s: float
-    sys_s: float
-
-    @property
-    def total_s(self) -> float:
-        return self.user_s + self.sys_s
-
-
 class CpuMeter:
     """CPU seconds of named groups of processes, and the machine's busy share, over a span."""
 
@@ -351,12 +322,12 @@ class CpuMeter:
 
     def start(self) -> None:
         self._start = self._sample()
-        self._machine = machine_jiffies()
+        self._machine = machine_jiffies()[::2]  # (busy, total)
 
     def stop(self) -> tuple[dict[str, Cpu], float]:
         """CPU per group, and the machine's busy fraction (all CPUs), since ``start``."""
         now = self._sample()
-        busy, total = machine_jiffies()
+        busy, _, total = machine_jiffies()
         span = total - self._machine[1]
         machine = (busy - self._machine[0]) / span if span else 0.0
         return {
@@ -367,7 +338,7 @@ class CpuMeter:
     def _sample(self) -> dict[str, tuple[float, float]]:
         sampled = {}
         for name, pids in self._groups.items():
-            times = [process_cpu_s(pid) for pid in pids]
+            times = [process_cpu_s(pid) for pid in pids if pid is not None]
             sampled[name] = (sum(t[0] for t in times), sum(t[1] for t in times))
         return sampled
 
