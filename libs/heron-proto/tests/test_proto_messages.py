@@ -86,6 +86,7 @@ def full_mapping() -> ServiceMapping:
                     hashed_value="$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g",
                 )
             ],
+            session_version="0f1e2d3c4b5a6978",
         ),
         access_restrictions=AccessRestrictions(
             allowed_cidrs=["203.0.113.0/24", "2001:db8::/32"],

@@ -31,11 +31,11 @@ import trustme
 from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
 
+from heron_bus.bucket import Bucket
 from heron_bus.connection import Bus
 from heron_bus.consume import events
 from heron_bus.kv import ACME_CHALLENGES, CERTIFICATES
 from heron_certmanager.app import Certmanager
-from heron_certmanager.kv_store import Bucket
 from heron_certmanager.settings import CertmanagerSettings
 from heron_core.certificates import (
     ACME_TLS_ALPN,

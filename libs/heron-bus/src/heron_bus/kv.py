@@ -26,7 +26,15 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from heron_bus._translate import translated
 from heron_bus.connection import Bus
 from heron_bus.errors import BusError, BusUnavailableError
-from heron_bus.subjects import ACME_CHALLENGES_BUCKET, CERTIFICATES_BUCKET, LEASES_BUCKET
+from heron_bus.subjects import (
+    ACME_CHALLENGES_BUCKET,
+    AUTH_ATTEMPTS_BUCKET,
+    AUTH_FLOWS_BUCKET,
+    AUTH_KEYS_BUCKET,
+    AUTH_SERVICES_BUCKET,
+    CERTIFICATES_BUCKET,
+    LEASES_BUCKET,
+)
 from heron_core.backoff import Backoff
 
 log = structlog.get_logger(__name__)
@@ -75,7 +83,32 @@ LEASE_TTL_S = 120.0
 LEASES = BucketDefinition(
     LEASES_BUCKET, "which certmanager replica is ordering which domain", ttl_s=LEASE_TTL_S
 )
-BUCKETS = (CERTIFICATES, ACME_CHALLENGES, LEASES)
+AUTH_KEYS = BucketDefinition(
+    AUTH_KEYS_BUCKET,
+    "public session-signing keys by kid (auth gateway → edges); each names its own expiry",
+)
+AUTH_SERVICES = BucketDefinition(
+    AUTH_SERVICES_BUCKET,
+    "login-protected services' auth settings and secret hashes by service id "
+    "(management → auth gateway)",
+)
+#: failures are forgotten a day after the last one at the latest (a lockout is shorter)
+AUTH_ATTEMPTS_TTL_S = 24 * 3600.0
+AUTH_ATTEMPTS = BucketDefinition(
+    AUTH_ATTEMPTS_BUCKET,
+    "failed password and PIN attempts per service and client address (auth gateway replicas)",
+    ttl_s=AUTH_ATTEMPTS_TTL_S,
+)
+#: an OIDC login must come back from the provider within this time
+AUTH_FLOWS_TTL_S = 600.0
+AUTH_FLOWS = BucketDefinition(
+    AUTH_FLOWS_BUCKET,
+    "OIDC logins in progress and one-time hand-off codes (auth gateway replicas)",
+    ttl_s=AUTH_FLOWS_TTL_S,
+)
+BUCKETS = (
+    CERTIFICATES, ACME_CHALLENGES, LEASES, AUTH_KEYS, AUTH_SERVICES, AUTH_ATTEMPTS, AUTH_FLOWS,
+)  # fmt: skip
 
 
 async def ensure_bucket(target: Bus | JetStreamContext, bucket: BucketDefinition) -> KeyValue:

@@ -22,6 +22,12 @@ CERTIFICATES_BUCKET = "certificates"
 ACME_CHALLENGES_BUCKET = "acme_challenges"
 #: the auth gateway's public signing keys, by ``kid``
 AUTH_KEYS_BUCKET = "auth_keys"
+#: each login-protected service's auth settings and secret hashes (management → auth gateway)
+AUTH_SERVICES_BUCKET = "auth_services"
+#: failed password/PIN attempts (the auth gateway's own, shared by its replicas)
+AUTH_ATTEMPTS_BUCKET = "auth_attempts"
+#: OIDC flows in progress and one-time hand-off codes (the auth gateway's own)
+AUTH_FLOWS_BUCKET = "auth_flows"
 #: the certmanager's leases on the domains it orders (its own, not a contract)
 LEASES_BUCKET = "certmanager_leases"
 

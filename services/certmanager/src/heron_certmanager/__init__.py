@@ -7,7 +7,7 @@ due (``policy``: pure, renewal at 2/3 of the lifetime, backoff with jitter) unle
 ``coverage`` finds a wildcard or static file for it, takes the domain's lease (``leases``) and
 runs the order (``ordering``: challenge answers from ``answers`` into ``acme_challenges``,
 the chain and key from ``issued`` into ``certificates``). ``acme_client`` is the only module
-that speaks the ``acme`` library, ``kv_store`` the only one that sees nats-py's KV, ``state``
+that speaks the ``acme`` library, ``heron_bus.bucket`` wraps nats-py's KV, ``state``
 reads and writes the buckets whole. ``health`` serves ``/healthz/*`` and ``/domains``.
 """
 

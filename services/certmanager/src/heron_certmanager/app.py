@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from heron_bus.bucket import Bucket
 from heron_bus.connection import Bus, connect
 from heron_bus.errors import BusError
 from heron_bus.kv import ACME_CHALLENGES, CERTIFICATES, LEASES
@@ -23,7 +24,6 @@ from heron_certmanager.acme_client import AcmeAccount, load_or_create_account_ke
 from heron_certmanager.coverage import CoveringFiles
 from heron_certmanager.health import HealthServer, Route
 from heron_certmanager.intake import Intake
-from heron_certmanager.kv_store import Bucket
 from heron_certmanager.leases import Leases
 from heron_certmanager.mirror import Mirror
 from heron_certmanager.ordering import Orderer

@@ -16,10 +16,10 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from heron_bus.bucket import Bucket
 from heron_bus.errors import BusError
 from heron_bus.kv import LEASE_TTL_S
 from heron_certmanager.errors import LeaseLostError
-from heron_certmanager.kv_store import Bucket
 from heron_core.certificates import certificate_key
 from heron_core.tasks import spawn
 

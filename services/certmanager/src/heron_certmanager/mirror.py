@@ -12,8 +12,8 @@ from typing import Generic, TypeVar
 
 import structlog
 
+from heron_bus.bucket import Bucket
 from heron_bus.errors import BusError
-from heron_certmanager.kv_store import Bucket
 
 log = structlog.get_logger(__name__)
 

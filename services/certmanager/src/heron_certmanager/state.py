@@ -12,8 +12,8 @@ from typing import TypeVar
 import structlog
 from pydantic import ValidationError
 
+from heron_bus.bucket import Bucket
 from heron_bus.errors import BusError
-from heron_certmanager.kv_store import Bucket
 from heron_certmanager.records import DomainRecord
 from heron_core.certificates import ChallengeAnswer, StoredCertificate, certificate_key
 

@@ -9,7 +9,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 
-from heron_core.events import Event
+from heron_core.events import Event, ServiceChanged
 from heron_core.tasks import spawn
 from heron_management.api import (
     domains,
@@ -27,6 +27,7 @@ from heron_management.api.deps import AppContext
 from heron_management.api.middleware import AccessLog, BodyLimit
 from heron_management.api.openapi import build_openapi
 from heron_management.api.problems import install_problem_handlers
+from heron_management.auth_records import AuthRecordsPublisher
 from heron_management.bootstrap import bootstrap
 from heron_management.certificate_events import CertificateEvents
 from heron_management.change_feed import ChangeFeed
@@ -57,11 +58,21 @@ def create_app(settings: ManagementSettings) -> FastAPI:
         publisher = NatsPublisher(settings.nats_url)
         relay = OutboxRelay(sessions, publisher)
         feed = ChangeFeed()
+        auth_records = AuthRecordsPublisher(settings.nats_url, sessions)
 
         def committed(events: Sequence[Event]) -> None:
             relay.notify()  # publish to NATS now, not at the next poll
             # this replica's streams learn at once; others through NATS
             feed.publish(e for e in events if isinstance(e, STREAM_EVENTS))
+            heard(events)
+
+        def heard(events: Sequence[Event]) -> None:
+            if any(isinstance(e, ServiceChanged) for e in events):
+                auth_records.notify()
+
+        def from_nats(events: Sequence[Event]) -> None:
+            feed.publish(events)
+            heard(events)
 
         deliver_after_commit(sessions, committed)
         verifier = DomainVerifier(
@@ -86,7 +97,8 @@ def create_app(settings: ManagementSettings) -> FastAPI:
         )
         tasks = [
             spawn(relay.run(), name="outbox-relay"),
-            spawn(NatsEventListener(settings.nats_url, feed.publish).run(), name="event-listener"),
+            spawn(NatsEventListener(settings.nats_url, from_nats).run(), name="event-listener"),
+            spawn(auth_records.run(), name="auth-records"),
             spawn(CertificateEvents(settings.nats_url, sessions).run(), name="certificate-events"),
             spawn(verifier.run(), name="domain-verifier"),
         ]

@@ -304,12 +304,14 @@ async def edge_services(session: AsyncSession, account_id: str, cluster: str) ->
     views = []
     for row in services:
         service = to_service(row, targets.get(row.id, []))
+        auth = StoredAuth.model_validate(row.auth)
         views.append(
             EdgeService(
                 account_id=account_id,
                 service=service,
-                auth=StoredAuth.model_validate(row.auth),
+                auth=auth,
                 targets=tuple(routes.resolve(t) for t in targets.get(row.id, [])),
+                session_version=auth.session_version(row.id, row.auth_revision),
             )
         )
     return views

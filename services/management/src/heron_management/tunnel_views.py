@@ -69,3 +69,5 @@ class EdgeService:
     service: Service
     auth: StoredAuth
     targets: tuple[RoutedTarget, ...]
+    #: ``StoredAuth.session_version`` of the service
+    session_version: str = ""

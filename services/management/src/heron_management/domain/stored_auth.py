@@ -2,6 +2,7 @@
 
 from pydantic import BaseModel, Field
 
+from heron_core.auth import session_version
 from heron_core.service import AuthConfig, HeaderAuth, MethodState, SsoAuth
 
 
@@ -25,6 +26,25 @@ class StoredAuth(BaseModel):
     def header_hash(self, header: str) -> str | None:
         wanted = header.lower()
         return next((h.hash for h in self.header_auths if h.header.lower() == wanted), None)
+
+    @property
+    def browser_login(self) -> bool:
+        """Whether a browser can log in: a password, a PIN or SSO is on."""
+        return (
+            (self.password.enabled and self.password.hash is not None)
+            or (self.pin.enabled and self.pin.hash is not None)
+            or self.sso.enabled
+        )
+
+    @property
+    def any_enabled(self) -> bool:
+        return self.browser_login or any(h.enabled for h in self.header_auths)
+
+    def session_version(self, service_id: str, revision: int) -> str:
+        """Changes with any auth setting or secret (``revision`` is bumped on every change, so
+        a setting changed and changed back does not revive old sessions): sessions issued
+        under another version are refused."""
+        return session_version((service_id, revision, self.model_dump(mode="json")))
 
     def public(self) -> AuthConfig:
         return AuthConfig(

@@ -197,7 +197,7 @@ def service_mapping(
         pass_host_header=service.pass_host_header,
         rewrite_redirects=service.rewrite_redirects,
         targets=[_target(routed, http=http) for routed in view.targets],
-        auth=_auth(view.auth) if http else None,
+        auth=_auth(view.auth, view.session_version) if http else None,
         access_restrictions=_restrictions(service.access_restrictions),
     )
 
@@ -252,7 +252,7 @@ def _ms(duration: str | None) -> int:
     return parse_duration_ms(duration) if duration else 0
 
 
-def _auth(auth: StoredAuth) -> proxy_pb2.AuthConfig:
+def _auth(auth: StoredAuth, version: str) -> proxy_pb2.AuthConfig:
     return proxy_pb2.AuthConfig(
         password_enabled=auth.password.enabled and auth.password.hash is not None,
         pin_enabled=auth.pin.enabled and auth.pin.hash is not None,
@@ -262,6 +262,7 @@ def _auth(auth: StoredAuth) -> proxy_pb2.AuthConfig:
             for h in auth.header_auths
             if h.enabled
         ],
+        session_version=version,
     )
 
 

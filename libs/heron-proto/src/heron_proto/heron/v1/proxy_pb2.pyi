@@ -790,10 +790,15 @@ class AuthConfig(_message.Message):
     PIN_ENABLED_FIELD_NUMBER: _builtins.int
     SSO_FIELD_NUMBER: _builtins.int
     HEADER_AUTHS_FIELD_NUMBER: _builtins.int
+    SESSION_VERSION_FIELD_NUMBER: _builtins.int
     password_enabled: _builtins.bool
     """Users may log in with the service's password."""
     pin_enabled: _builtins.bool
     """Users may log in with the service's PIN."""
+    session_version: _builtins.str
+    """A digest of the service's auth settings and secrets: a session cookie carries the version it
+    was issued under and is refused once this changes (a new password ends every session).
+    """
     @_builtins.property
     def sso(self) -> Global___SsoAuth:
         """Users may log in with single sign-on."""
@@ -811,10 +816,11 @@ class AuthConfig(_message.Message):
         pin_enabled: _builtins.bool = ...,
         sso: Global___SsoAuth | None = ...,
         header_auths: _abc.Iterable[Global___HeaderAuth] | None = ...,
+        session_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sso", b"sso"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["header_auths", b"header_auths", "password_enabled", b"password_enabled", "pin_enabled", b"pin_enabled", "sso", b"sso"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header_auths", b"header_auths", "password_enabled", b"password_enabled", "pin_enabled", b"pin_enabled", "session_version", b"session_version", "sso", b"sso"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

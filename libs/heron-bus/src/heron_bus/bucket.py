@@ -1,4 +1,4 @@
-"""NATS KV with compare-and-set, in Heron's types: the only module here that sees nats-py.
+"""NATS KV with compare-and-set, in Heron's types (nats-py's stay inside).
 
 ``Bucket`` wraps one bucket: ``get`` gives the value and its revision, ``create`` and ``update``
 write only if nobody wrote since (``None`` when someone did), ``watch`` yields every current
@@ -48,6 +48,14 @@ class Bucket:
                     return None
                 return Entry(key, None, gone.entry.revision)
         return Entry(key, entry.value, entry.revision or 0)
+
+    async def keys(self) -> list[str]:
+        """Every key that has a value now."""
+        with self._translated("list keys"):
+            try:
+                return list(await self._kv.keys())
+            except nats.js.errors.NoKeysError:
+                return []
 
     async def put(self, key: str, value: bytes) -> int:
         with self._translated(f"put {key!r}"):
