@@ -1,0 +1,1 @@
+"""Heron's auth gateway (see README.md and docs/auth.md)."""
