@@ -1,0 +1,182 @@
+"""The single sign-on routes with a stand-in provider client (the real one's tests run against
+a real provider): state and hand-off codes taken once, groups, the return path kept."""
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+from fastapi import FastAPI
+
+from heron_authgateway.oidc import Identity
+from heron_bus.bucket import Bucket
+from heron_bus.connection import Bus
+from heron_bus.kv import AUTH_KEYS, AUTH_SERVICES
+from heron_core.auth import ServiceAuthRecord, SigningKeyRecord
+from heron_core.sessions import PublicKeys, verify_session
+
+StartGateway = Callable[..., AbstractAsyncContextManager[FastAPI]]
+DOMAIN = "app.example.test"
+CALLBACK = "https://auth.example.test:8443/.heron/auth/callback"
+SSO = {
+    "authgateway_oidc_issuer": "http://idp.example.test",
+    "authgateway_oidc_client_id": "heron",
+    "authgateway_callback_url": CALLBACK,
+}
+
+
+class FakeProvider:
+    """``OidcClient``'s interface; remembers what it was asked."""
+
+    def __init__(self, groups: list[str]) -> None:
+        self.groups = groups
+        self.finished: list[dict[str, str]] = []
+
+    async def authorization_url(
+        self, *, redirect_uri: str, state: str, nonce: str, code_challenge: str
+    ) -> str:
+        return f"https://idp.example.test/authorize?state={state}&redirect_uri={redirect_uri}"
+
+    async def finish(
+        self, *, code: str, redirect_uri: str, code_verifier: str, nonce: str
+    ) -> Identity:
+        self.finished.append({"code": code, "redirect_uri": redirect_uri, "nonce": nonce})
+        return Identity(
+            subject="user-1", email="ada@example.test", name="Ada", groups=self.groups, claims={}
+        )
+
+    async def aclose(self) -> None:
+        return None
+
+
+def edge(service_id: str = "svc_sso", host: str = f"{DOMAIN}:8443") -> dict[str, str]:
+    return {
+        "x-heron-service-id": service_id,
+        "x-forwarded-for": "203.0.113.5",
+        "x-forwarded-host": host,
+        "x-forwarded-proto": "https",
+    }
+
+
+async def publish(bus: Bus, groups: list[str]) -> None:
+    record = ServiceAuthRecord(
+        service_id="svc_sso", account_id="acc", domain=DOMAIN, session_version="s1",
+        sso_enabled=True, sso_groups=groups,
+    )  # fmt: skip
+    await (await Bucket.open(bus, AUTH_SERVICES)).put(record.service_id, record.encode())
+
+
+def client(app: FastAPI, provider: FakeProvider) -> httpx.AsyncClient:
+    app.state.oidc = provider  # the lifespan made a real client; the routes use this one
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw")
+
+
+async def start_and_return(http: httpx.AsyncClient, rd: str) -> httpx.Response:
+    """Start SSO on the service's domain, come back at the callback on the auth domain."""
+    start = await http.get("/.heron/auth/sso", params={"rd": rd}, headers=edge())
+    assert start.status_code == 302
+    state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
+    return await http.get(
+        "/.heron/auth/callback", params={"code": "c0de", "state": state}, headers=edge("")
+    )
+
+
+async def test_the_whole_round_trip_keeps_the_return_path(
+    bus: Bus, start_gateway: StartGateway
+) -> None:
+    await publish(bus, groups=["staff"])
+    provider = FakeProvider(groups=["staff", "x"])
+    async with start_gateway(**SSO) as app, client(app, provider) as http:
+        back = await start_and_return(http, "/reports?year=2024&q=a%20b")
+        handoff = urlsplit(back.headers["location"])
+        session = await http.get(handoff.path, params=parse_qs(handoff.query), headers=edge())
+        replayed = await http.get(handoff.path, params=parse_qs(handoff.query), headers=edge())
+
+    assert back.status_code == 302
+    assert (handoff.scheme, handoff.netloc) == ("https", f"{DOMAIN}:8443")
+    assert provider.finished[0]["redirect_uri"] == CALLBACK
+    assert session.status_code == 303
+    assert session.headers["location"] == "/reports?year=2024&q=a%20b"
+    token = session.headers["set-cookie"].split(";", 1)[0].split("=", 1)[1]
+    claims = verify_session(token, await published_keys(bus))
+    assert (claims.sub, claims.email, claims.groups, claims.amr) == (
+        "user-1", "ada@example.test", ["staff", "x"], "sso",
+    )  # fmt: skip
+    assert replayed.status_code == 400
+
+
+async def test_a_replayed_state_fails(bus: Bus, start_gateway: StartGateway) -> None:
+    await publish(bus, groups=[])
+    async with start_gateway(**SSO) as app, client(app, FakeProvider([])) as http:
+        start = await http.get("/.heron/auth/sso", headers=edge())
+        state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
+        params = {"code": "c", "state": state}
+        first = await http.get("/.heron/auth/callback", params=params)
+        second = await http.get("/.heron/auth/callback", params=params)
+
+    assert first.status_code == 302
+    assert second.status_code == 400 and "expired or was already used" in second.text
+
+
+async def test_users_outside_the_groups_are_told_which_are_needed(
+    bus: Bus, start_gateway: StartGateway
+) -> None:
+    await publish(bus, groups=["admins", "ops"])
+    async with start_gateway(**SSO) as app, client(app, FakeProvider(["staff"])) as http:
+        refused = await start_and_return(http, "/")
+
+    assert refused.status_code == 403
+    assert "admins, ops" in refused.text
+
+
+async def test_provider_errors_are_shown_escaped(bus: Bus, start_gateway: StartGateway) -> None:
+    await publish(bus, groups=[])
+    async with start_gateway(**SSO) as app, client(app, FakeProvider([])) as http:
+        denied = await http.get(
+            "/.heron/auth/callback",
+            params={"error": "access_denied", "error_description": "<b>no</b>", "state": "x"},
+        )
+
+    assert denied.status_code == 403
+    assert "&lt;b&gt;no&lt;/b&gt;" in denied.text and "<b>" not in denied.text
+
+
+async def test_a_handoff_code_works_only_for_its_service(
+    bus: Bus, start_gateway: StartGateway
+) -> None:
+    await publish(bus, groups=[])
+    async with start_gateway(**SSO) as app, client(app, FakeProvider([])) as http:
+        back = await start_and_return(http, "/")
+        handoff = urlsplit(back.headers["location"])
+        elsewhere = await http.get(
+            handoff.path, params=parse_qs(handoff.query), headers=edge("svc_other")
+        )
+
+    assert elsewhere.status_code == 400 and "set-cookie" not in elsewhere.headers
+
+
+async def test_sso_on_a_foreign_host_or_without_configuration_is_refused(
+    bus: Bus, start_gateway: StartGateway
+) -> None:
+    await publish(bus, groups=[])
+    async with start_gateway(**SSO) as app, client(app, FakeProvider([])) as http:
+        foreign = await http.get("/.heron/auth/sso", headers=edge(host="evil.example:8443"))
+    async with start_gateway() as app:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+            unconfigured = await http.get("/.heron/auth/sso", headers=edge())
+
+    assert foreign.status_code == 400
+    assert unconfigured.status_code == 503
+
+
+async def published_keys(bus: Bus) -> PublicKeys:
+    bucket = await Bucket.open(bus, AUTH_KEYS)
+    records = []
+    for kid in await bucket.keys():
+        entry = await bucket.get(kid)
+        if entry is not None and entry.value is not None:
+            records.append(SigningKeyRecord.decode(entry.value))
+    assert time.time() < min(r.expires_at.timestamp() for r in records)
+    return PublicKeys(records)
