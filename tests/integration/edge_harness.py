@@ -112,7 +112,7 @@ def target(
 
 
 def http_route(
-    targets: Sequence[RouteTarget], *, domain: str = DOMAIN, route_id: str = "svc_1", **flags: bool
+    targets: Sequence[RouteTarget], *, domain: str = DOMAIN, route_id: str = "svc_1", **flags: Any
 ) -> Route:
     return Route(route_id, "acc_1", domain, ServiceMode.HTTP, 0, tuple(targets), **flags)
 

@@ -22,6 +22,7 @@ from heron_core.logging import configure_logging
 from heron_core.tasks import spawn
 from heron_core.types import ServiceMode
 from heron_edge.address import Address
+from heron_edge.auth_keys import AuthKeyBook
 from heron_edge.bucket_sync import BucketSync
 from heron_edge.certs.store import CertificateStore
 from heron_edge.challenges import ChallengeBook
@@ -73,6 +74,8 @@ class LocalPlane:
             self._plane.apply_certificates(payload)
         elif kind == "challenges":
             self._plane.apply_challenges(payload)
+        elif kind == "auth_keys":
+            self._plane.apply_auth_keys(payload)
 
     async def stop(self, grace_s: float) -> None:
         await self._plane.stop(grace_s)
@@ -110,7 +113,7 @@ async def start_plane(
         pool = WorkerPool(settings.worker_count)
         pool.start()
         return pool
-    ctx = ProxyContext(limits=settings.http_limits())
+    ctx = ProxyContext(limits=settings.http_limits(), auth=settings.edge_auth())
     plane = DataPlane(
         ctx, main=main, http=http, reuse_port=False,
         l4=L4Context(limits=settings.l4_limits()), health_port=settings.health_port,
@@ -118,6 +121,32 @@ async def start_plane(
     local = LocalPlane(plane)
     await local.start()
     return local
+
+
+def terminated_domains(settings: EdgeSettings, table: RoutingTable) -> list[str]:
+    """The domains the edge terminates TLS for: HTTP services' and the auth domain."""
+    domains = [r.domain for r in table.routes.values() if r.mode is ServiceMode.HTTP]
+    if settings.auth_domain:
+        domains.append(settings.auth_domain)  # the gateway's, served like a service's
+    return domains
+
+
+def bucket_sync(
+    settings: EdgeSettings,
+    url: str,
+    certificates: CertificateStore,
+    challenges: ChallengeBook,
+    plane: Plane,
+) -> BucketSync:
+    """What the edge follows in NATS KV: certificates, challenge answers, session keys."""
+    auth_keys = AuthKeyBook(on_change=lambda records: plane.publish("auth_keys", records))
+    return BucketSync(
+        url,
+        certificates=certificates.external,
+        challenges=challenges,
+        auth_keys=auth_keys.apply,
+        client_name=f"heron-edge {settings.proxy_instance_id}",
+    )
 
 
 async def serve(settings: EdgeSettings, *, in_process: bool = False) -> None:
@@ -149,9 +178,7 @@ async def serve(settings: EdgeSettings, *, in_process: bool = False) -> None:
         reporter.resend()
 
     def on_table(table: RoutingTable) -> None:
-        certificates.ensure_local(
-            route.domain for route in table.routes.values() if route.mode is ServiceMode.HTTP
-        )
+        certificates.ensure_local(terminated_domains(settings, table))
         plane.publish("table", table)
         reporter.update_table(table)
 
@@ -196,13 +223,8 @@ async def serve(settings: EdgeSettings, *, in_process: bool = False) -> None:
         spawn(reporter.run(), name="service status"),
     ]
     if settings.nats_url:
-        sync = BucketSync(
-            settings.nats_url,
-            certificates=certificates.external,
-            challenges=challenges,
-            client_name=f"heron-edge {settings.proxy_instance_id}",
-        )
-        tasks.append(spawn(sync.run(), name="certificates and challenges from NATS"))
+        sync = bucket_sync(settings, settings.nats_url, certificates, challenges, plane)
+        tasks.append(spawn(sync.run(), name="certificates, challenges and auth keys from NATS"))
     log.info(
         "edge starting",
         main=str(main_address),

@@ -3,7 +3,8 @@
 ``BucketSync`` connects to ``HERON_NATS_URL`` — retrying while NATS is away, and the edge serves
 without it meanwhile — and follows two buckets with ``heron_bus.kv.watch_bucket`` (their
 values, then each change; watched again after NATS was away): ``certificates`` into the
-``CertificateStore``'s ``external`` seam, ``acme_challenges`` into the ``ChallengeBook``. A value
+``CertificateStore``'s ``external`` seam, ``acme_challenges`` into the ``ChallengeBook``, and,
+when asked, ``auth_keys`` (the gateway's public session keys) into an ``AuthKeyBook``. A value
 that cannot be served is refused with one log line, and what its key held before stays. The
 edge only reads here; it publishes nothing.
 """
@@ -15,7 +16,14 @@ from contextlib import aclosing
 import structlog
 
 from heron_bus import Bus, BusError, connect
-from heron_bus.kv import ACME_CHALLENGES, CERTIFICATES, BucketDefinition, KvChange, watch_bucket
+from heron_bus.kv import (
+    ACME_CHALLENGES,
+    AUTH_KEYS,
+    CERTIFICATES,
+    BucketDefinition,
+    KvChange,
+    watch_bucket,
+)
 from heron_core.backoff import Backoff
 from heron_edge.certs.pairs import CertificateError
 from heron_edge.certs.sources import ExternalSource
@@ -38,11 +46,13 @@ class BucketSync:
         *,
         certificates: ExternalSource,
         challenges: ChallengeBook,
+        auth_keys: Callable[[KvChange], None] | None = None,
         client_name: str = "heron-edge",
     ) -> None:
         self._url = url
         self._certificates = certificates
         self._challenges = challenges
+        self._auth_keys = auth_keys
         self._client_name = client_name
 
     async def run(self) -> None:
@@ -55,6 +65,10 @@ class BucketSync:
                 group.create_task(
                     _follow(bus, ACME_CHALLENGES, self.apply_challenge), name="challenges bucket"
                 )
+                if self._auth_keys is not None:
+                    group.create_task(
+                        _follow(bus, AUTH_KEYS, self._auth_keys), name="auth keys bucket"
+                    )
         finally:
             await bus.close()
 

@@ -20,12 +20,13 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import cast
 
 import httptools
 import structlog
 
+from heron_core.auth import SigningKeyRecord
 from heron_core.tasks import spawn
 from heron_edge.acceptor import Acceptor, addresses, bind_listener
 from heron_edge.address import Address
@@ -106,6 +107,10 @@ class DataPlane:
 
     def apply_challenges(self, answers: ChallengeAnswers) -> None:
         self.challenges.update(answers)
+
+    def apply_auth_keys(self, records: Iterable[SigningKeyRecord]) -> None:
+        """The gateway's current public session keys (the ``auth_keys`` bucket)."""
+        self.ctx.auth.set_keys(records)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

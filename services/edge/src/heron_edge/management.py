@@ -20,7 +20,14 @@ from heron_core.errors import HeronError
 from heron_core.types import PathRewrite, ServiceMode, TargetProtocol
 from heron_edge import __version__
 from heron_edge.connector import DEFAULT_FORWARDER_PORT, StreamTarget
-from heron_edge.routes import Route, RouteTable, RouteTarget, RoutingTable, TargetOptions
+from heron_edge.routes import (
+    Route,
+    RouteAuth,
+    RouteTable,
+    RouteTarget,
+    RoutingTable,
+    TargetOptions,
+)
 from heron_edge.tunnel import AgentPeer, EdgeTunnel
 from heron_proto.channel import open_channel
 from heron_proto.heron.v1 import proxy_pb2
@@ -255,7 +262,27 @@ class ManagementLink:
             targets,
             pass_host_header=mapping.pass_host_header,
             rewrite_redirects=mapping.rewrite_redirects,
+            auth=_auth(mapping) if mode is ServiceMode.HTTP else None,
         )
+
+
+def _auth(mapping: proxy_pb2.ServiceMapping) -> RouteAuth | None:
+    """The service's auth, or None when it enables no method."""
+    if not mapping.HasField("auth"):
+        return None
+    config = mapping.auth
+    auth = RouteAuth(
+        password=config.password_enabled,
+        pin=config.pin_enabled,
+        sso=config.sso.enabled,
+        header_auths=tuple(
+            (header.header.strip().lower(), header.hashed_value)
+            for header in config.header_auths
+            if header.header.strip() and header.hashed_value
+        ),
+        session_version=config.session_version,
+    )
+    return auth if auth.enabled else None
 
 
 def _options(options: proxy_pb2.TargetOptions) -> TargetOptions:

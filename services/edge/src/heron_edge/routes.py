@@ -47,6 +47,29 @@ class RouteTarget:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteAuth:
+    """How an HTTP service authenticates its visitors (``AuthConfig`` on the config stream)."""
+
+    password: bool = False
+    pin: bool = False
+    sso: bool = False
+    #: (lower-case header name, argon2id PHC hash of the value), in the order management sent
+    header_auths: tuple[tuple[str, str], ...] = ()
+    #: sessions issued under another version are refused
+    session_version: str = ""
+
+    @property
+    def browser_login(self) -> bool:
+        """A person can log in on the login page (password, PIN or SSO)."""
+        return self.password or self.pin or self.sso
+
+    @property
+    def enabled(self) -> bool:
+        """Any method at all: the service's requests must be authenticated."""
+        return self.browser_login or bool(self.header_auths)
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     id: str
     account_id: str
@@ -56,6 +79,8 @@ class Route:
     targets: tuple[RouteTarget, ...]
     pass_host_header: bool = False
     rewrite_redirects: bool = False
+    #: None (or no method enabled): the service is open to anyone
+    auth: RouteAuth | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +101,12 @@ class HttpService:
     route: Route
     #: enabled targets, longest prefix first
     paths: tuple[PathRoute, ...]
+    #: the route's auth when it enables any method; None: open to anyone
+    auth: RouteAuth | None = None
+    #: header auths by (lower-case, bytes) header name: the hashes a value may match
+    auth_headers: dict[bytes, tuple[str, ...]] = field(default_factory=dict)
+    #: request headers never sent to the target (the configured auth headers)
+    auth_strip: frozenset[bytes] = frozenset()
 
     def match(self, path: str) -> PathRoute | None:
         for candidate in self.paths:
@@ -93,7 +124,13 @@ def http_service(route: Route) -> HttpService:
         prefix_dir = prefix if prefix.endswith("/") else prefix + "/"
         paths.append(PathRoute(prefix, prefix_dir, target))
     paths.sort(key=lambda p: len(p.prefix), reverse=True)
-    return HttpService(route, tuple(paths))
+    auth = route.auth if route.auth is not None and route.auth.enabled else None
+    by_header: dict[bytes, tuple[str, ...]] = {}
+    if auth is not None:
+        for name, hashed in auth.header_auths:
+            key = name.lower().encode("latin-1")
+            by_header[key] = (*by_header.get(key, ()), hashed)
+    return HttpService(route, tuple(paths), auth, by_header, frozenset(by_header))
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,16 +3,40 @@
 import os
 import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from heron_core.duration import parse_duration_ms
 from heron_core.settings import HeronSettings
+from heron_core.types import PathRewrite, TargetProtocol
 from heron_edge.address import Address
+from heron_edge.connector import StreamTarget
+from heron_edge.http.auth import EdgeAuth
 from heron_edge.http.proxy import HttpLimits
 from heron_edge.http.upstream import PoolLimits
 from heron_edge.l4.context import L4Limits
+from heron_edge.routes import RouteTarget, TargetOptions
+
+
+def gateway_target(url: str) -> RouteTarget:
+    """The auth gateway's URL (``http://host:port``) as a target the edge connects to directly."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"the auth gateway URL must be http://host[:port], not {url!r}")
+    if parts.path not in ("", "/") or parts.query:
+        raise ValueError(f"the auth gateway URL takes no path: {url!r}")
+    https = parts.scheme == "https"
+    port = parts.port or (443 if https else 80)
+    return RouteTarget(
+        id="authgateway",
+        stream=StreamTarget(peer_overlay_address="", host=parts.hostname, port=port),
+        path="/",
+        enabled=True,
+        protocol=TargetProtocol.HTTPS if https else TargetProtocol.HTTP,
+        options=TargetOptions(path_rewrite=PathRewrite.PRESERVE),
+    )
 
 
 def _env(name: str, *, netbird: bool = True) -> AliasChoices:
@@ -115,8 +139,8 @@ class EdgeSettings(HeronSettings):
     )
     nats_url: str | None = Field(
         default=None,
-        description="NATS with JetStream: certificates and ACME challenge answers arrive from its "
-        "KV buckets (`certificates`, `acme_challenges`); empty: none",
+        description="NATS with JetStream: certificates, ACME challenge answers and session keys "
+        "arrive from its KV buckets (`certificates`, `acme_challenges`, `auth_keys`); empty: none",
     )
     proxy_acme_certificates: bool = Field(
         default=False,
@@ -124,6 +148,18 @@ class EdgeSettings(HeronSettings):
         description="certificates come from ACME (the certmanager, through NATS): a service "
         "counts as having one only when the CA's or a file names its domain — the local CA's "
         "stays a stand-in while the order runs",
+    )
+    proxy_authgateway_url: str = Field(
+        default="http://127.0.0.1:8081",
+        validation_alias=_env("AUTHGATEWAY_URL", netbird=False),
+        description="the auth gateway (plain HTTP/1.1, no tunnel): `/.heron/auth/*` on every "
+        "HTTP service's domain and the whole auth domain go there; empty: none",
+    )
+    proxy_auth_domain: str | None = Field(
+        default=None,
+        validation_alias=_env("AUTH_DOMAIN", netbird=False),
+        description="the cluster's auth domain (the OIDC callback); default "
+        "`auth.<proxy domain>`; empty: none",
     )
     proxy_upstream_ca_file: str | None = Field(
         default=None,
@@ -230,6 +266,13 @@ class EdgeSettings(HeronSettings):
     def _optional_url(cls, value: str | None) -> str | None:
         return value or None
 
+    @field_validator("proxy_authgateway_url")
+    @classmethod
+    def _gateway_url(cls, value: str) -> str:
+        if value:
+            gateway_target(value)
+        return value
+
     @field_validator("proxy_address", "proxy_health_address")
     @classmethod
     def _address(cls, value: str) -> str:
@@ -282,6 +325,18 @@ class EdgeSettings(HeronSettings):
             udp_new_sessions_per_s=rate,
             udp_new_sessions_burst=max(1, int(rate * 2)),
         )
+
+    @property
+    def auth_domain(self) -> str | None:
+        """The auth domain the edge serves for the gateway (lower case); None: none."""
+        if self.proxy_auth_domain is None:
+            return f"auth.{self.proxy_domain}".lower().rstrip(".")
+        return self.proxy_auth_domain.strip().lower().rstrip(".") or None
+
+    def edge_auth(self) -> EdgeAuth:
+        """A data plane's auth state: where the gateway is and which domain is its own."""
+        gateway = gateway_target(self.proxy_authgateway_url) if self.proxy_authgateway_url else None
+        return EdgeAuth(gateway=gateway, auth_domain=self.auth_domain)
 
     @property
     def health_port(self) -> int:

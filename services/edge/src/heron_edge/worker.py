@@ -37,7 +37,7 @@ async def serve(settings: EdgeSettings, control_fd: int, index: int) -> int:
     reader, writer = await asyncio.open_connection(sock=sock)
     access = LineLogger("heron_edge.access", worker=index)
     plane = DataPlane(
-        ProxyContext(limits=settings.http_limits(), access=access),
+        ProxyContext(limits=settings.http_limits(), access=access, auth=settings.edge_auth()),
         main=Address.parse(settings.proxy_address),
         http=Address.parse(settings.proxy_http_address) if settings.proxy_http_address else None,
         l4=L4Context(limits=settings.l4_limits(), access=access),
@@ -78,6 +78,8 @@ async def serve(settings: EdgeSettings, control_fd: int, index: int) -> int:
                 plane.apply_certificates(payload)
             elif kind == "challenges":
                 plane.apply_challenges(payload)
+            elif kind == "auth_keys":
+                plane.apply_auth_keys(payload)
             else:
                 log.warning("unknown control message ignored", kind=kind)
     except (ProtocolError, ConnectionError) as exc:

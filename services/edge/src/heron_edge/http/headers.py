@@ -3,7 +3,9 @@
 Requests: hop-by-hop headers (and any header the client names in ``Connection``) stop here;
 the client's ``X-Forwarded-*``, ``X-Real-IP`` and ``Forwarded`` are never trusted — the edge
 sets them from the connection it accepted; the target's ``custom_headers`` override; ``Host``
-is the target's own unless the service passes the client's on. Responses: hop-by-hop headers
+is the target's own unless the service passes the client's on. The client's ``X-Heron-*``
+identity headers never pass; for a protected service the session cookie and the configured
+auth headers stop here too, and the edge adds the identity it verified. Responses: hop-by-hop headers
 stop here and, with ``rewrite_redirects``, a ``Location``/``Content-Location`` that points at
 the target is turned into the public domain (with the prefix the edge stripped put back).
 
@@ -11,6 +13,8 @@ Everything works on bytes, as the parser hands them over: this runs once per req
 """
 
 from collections.abc import Sequence
+
+from heron_core.auth import IDENTITY_HEADERS, SESSION_COOKIE
 
 HOP_BY_HOP = frozenset(
     {
@@ -36,7 +40,10 @@ FORWARDING = frozenset(
         b"forwarded",
     }
 )
-_DROPPED_FROM_REQUESTS = HOP_BY_HOP | FORWARDING | {b"host"}
+#: who the edge says the client is (``X-Heron-*``): only the edge sets them
+IDENTITY = frozenset(name.encode() for name in IDENTITY_HEADERS)
+_DROPPED_FROM_REQUESTS = HOP_BY_HOP | FORWARDING | IDENTITY | {b"host"}
+_SESSION_NAME = SESSION_COOKIE.encode()
 
 Header = tuple[bytes, bytes]  # (lower-case name, value)
 
@@ -63,14 +70,28 @@ def request_head(
     chunked: bool,
     upgrade: bytes | None,
     custom_headers: tuple[tuple[str, str], ...],
+    drop: frozenset[bytes] = frozenset(),
+    strip_session: bool = False,
+    extra: Sequence[Header] = (),
 ) -> bytes:
-    """The request as the target gets it (always HTTP/1.1)."""
+    """The request as the target gets it (always HTTP/1.1). ``drop``: more header names not to
+    pass on (a protected service's auth headers); ``strip_session``: remove the session cookie
+    from ``Cookie``; ``extra``: headers the edge adds (the verified identity)."""
     named = connection_tokens(headers)
     custom = {name.lower().encode("latin-1") for name, _ in custom_headers}
+    keep_cookie = b"cookie" in custom
+    if drop:
+        custom |= drop
+    if strip_session:
+        custom.add(b"cookie")
     parts = [method, b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
     forwarded_for = client_ip.encode()
     for name, value in headers:
         if name in _DROPPED_FROM_REQUESTS or name in named or name in custom:
+            if strip_session and name == b"cookie" and not keep_cookie and name not in named:
+                cookies = without_cookie(value, _SESSION_NAME)
+                if cookies:
+                    parts += (name, b": ", cookies, b"\r\n")
             continue
         parts += (name, b": ", value, b"\r\n")
     node = f'"[{client_ip}]"'.encode() if ":" in client_ip else forwarded_for
@@ -81,6 +102,8 @@ def request_head(
         b"\r\nx-forwarded-port: ", str(public_port).encode(),
         b"\r\nforwarded: for=", node, b";host=", _quoted(public_host), b";proto=https\r\n",
     )  # fmt: skip
+    for extra_name, extra_value in extra:
+        parts += (extra_name, b": ", extra_value, b"\r\n")
     for custom_name, custom_value in custom_headers:
         parts += (custom_name.encode("latin-1"), b": ", custom_value.encode("latin-1"), b"\r\n")
     if chunked:
@@ -89,6 +112,15 @@ def request_head(
         parts += (b"connection: upgrade\r\nupgrade: ", upgrade, b"\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+def without_cookie(value: bytes, cookie: bytes) -> bytes:
+    """A ``Cookie`` header value without the cookie(s) named ``cookie`` (the others kept, in
+    order); ``b""`` when none is left."""
+    if cookie + b"=" not in value:
+        return value
+    pairs = (pair.strip() for pair in value.split(b";"))
+    return b"; ".join(p for p in pairs if p and p.partition(b"=")[0].strip() != cookie)
 
 
 def _quoted(host: bytes) -> bytes:

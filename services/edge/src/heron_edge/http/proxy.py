@@ -19,6 +19,7 @@ that moves no byte for too long.
 import asyncio
 import time
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, cast
@@ -26,13 +27,16 @@ from typing import Any, cast
 import httptools
 import structlog
 
+from heron_core.auth import AUTH_PATH_PREFIX, SERVICE_ID_HEADER
 from heron_core.logging import LineLogger
 from heron_core.tasks import spawn
 from heron_core.types import PathRewrite
 from heron_edge.connector import TunnelError
 from heron_edge.http import headers as h
+from heron_edge.http.auth import Admit, EdgeAuth, Outcome, Refusal
 from heron_edge.http.pages import page
 from heron_edge.http.upstream import (
+    DirectUpstreamPool,
     PoolFullError,
     PoolLimits,
     UpstreamConnection,
@@ -50,6 +54,8 @@ HIGH_WATER = 256 * 1024  # request bytes buffered before the client is paused
 MAX_PIPELINED = 16
 #: methods a proxy may send again when a kept-alive connection turned out to be closed
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+_AUTH_PREFIX = AUTH_PATH_PREFIX.encode()
+_SERVICE_ID = SERVICE_ID_HEADER.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +92,10 @@ class ProxyContext:
     pools: dict[tuple[Any, ...], UpstreamPool] = field(default_factory=dict)
     #: one line per request; made after logging is configured
     access: LineLogger = field(default_factory=lambda: LineLogger("heron_edge.access"))
+    #: the auth gateway, the session keys and the auth caches
+    auth: EdgeAuth = field(default_factory=EdgeAuth)
     _tls_contexts: dict[Any, Any] = field(default_factory=dict)
+    _gateway_pool: UpstreamPool | None = None
 
     def set_table(self, table: RoutingTable) -> None:
         """Swap the routing table; pools of targets that are gone close once idle."""
@@ -106,6 +115,19 @@ class ProxyContext:
             self.pools[key] = pool
         return pool
 
+    def gateway_pool(self, gateway: RouteTarget) -> UpstreamPool:
+        """The pool of direct connections to the auth gateway."""
+        pool = self._gateway_pool
+        if pool is None or pool.target != gateway:
+            if pool is not None:
+                pool.close()
+            tls = tls_context(
+                gateway, ca_file=self.limits.upstream_ca_file, cache=self._tls_contexts
+            )
+            pool = DirectUpstreamPool(gateway, self.limits.pool, tls, self.limits.request_timeout_s)
+            self._gateway_pool = pool
+        return pool
+
     def sweep(self, now: float) -> None:
         # one connection's failure must not stop every other connection's timeouts
         for conn in list(self.connections):
@@ -114,7 +136,10 @@ class ProxyContext:
             except Exception:
                 log.exception("deadline check failed, closing the connection")
                 conn.abort()
-        for pool in list(self.pools.values()):
+        pools = list(self.pools.values())
+        if self._gateway_pool is not None:
+            pools.append(self._gateway_pool)
+        for pool in pools:
             try:
                 pool.reap(now)
             except Exception:
@@ -132,6 +157,10 @@ class ProxyContext:
         for pool in self.pools.values():
             pool.close()
         self.pools.clear()
+        if self._gateway_pool is not None:
+            self._gateway_pool.close()
+            self._gateway_pool = None
+        self.auth.close()
 
 
 def _pool_key(target: RouteTarget) -> tuple[Any, ...]:
@@ -163,10 +192,15 @@ def _split_host(value: bytes) -> tuple[str, int | None]:
         return "", None
 
 
+#: a routed request: its service and target, path, query and the Host's port
+_Found = tuple[HttpService, PathRoute, bytes, bytes, int | None]
+
+
 class Exchange:
     """One request and its response."""
 
     __slots__ = (
+        "auth",
         "body_buffer",
         "buffered",
         "bytes_in",
@@ -234,6 +268,8 @@ class Exchange:
         self.bytes_in = 0
         self.bytes_out = 0
         self.started = time.monotonic()
+        #: the access log's auth field: the method that admitted the request, or why not
+        self.auth: str | None = None
 
     # --- the request side, fed by the client connection's parser
     def request_body(self, data: bytes) -> None:
@@ -268,6 +304,43 @@ class Exchange:
         found = self._route()
         if found is None:
             return
+        service = found[0]
+        if service.auth is None:
+            self._forward(found, None)
+            return
+        outcome = self.conn.ctx.auth.check(
+            service, self.headers, self.method, self._request_target(found), self.conn.client[0]
+        )
+        if isinstance(outcome, Admit):
+            self._forward(found, outcome)
+        elif isinstance(outcome, Refusal):
+            self.refuse(outcome)
+        else:
+            # a header value being verified: the body (if any) waits in the buffer meanwhile
+            self.conn.set_deadline(Deadline.UPSTREAM, None)
+            spawn(self._after_verification(outcome, found), name="header auth")
+
+    @staticmethod
+    def _request_target(found: "_Found") -> bytes:
+        _, _, path, query, _ = found
+        return path + (b"?" + query if query else b"")
+
+    async def _after_verification(self, pending: Awaitable[Outcome], found: "_Found") -> None:
+        try:
+            outcome = await pending
+        except Exception:
+            log.exception("verifying a header auth failed")
+            self.local(500, "Internal error", "The credential could not be checked.")
+            return
+        if self.done:
+            return
+        if isinstance(outcome, Admit):
+            self._forward(found, outcome)
+        else:
+            self.refuse(outcome)
+
+    def _forward(self, found: "_Found", admitted: Admit | None) -> None:
+        """Send the request to the target ``found`` names (``admitted``: its identity)."""
         service, match, path, query, port = found
         target = match.target
         if target.options.path_rewrite is PathRewrite.STRIP and match.prefix != "/":
@@ -288,8 +361,42 @@ class Exchange:
             chunked=self.chunked_in,
             upgrade=self.upgrade,
             custom_headers=target.options.custom_headers,
+            drop=service.auth_strip,
+            strip_session=service.auth is not None,
+            extra=admitted.extra if admitted is not None else (),
         )
-        self.pool = pool = self.conn.ctx.pool_for(target)
+        if admitted is not None:
+            self.auth = admitted.label
+        self._send(self.conn.ctx.pool_for(target), target)
+
+    def _to_gateway(
+        self, service_id: str | None, path: bytes, query: bytes, port: int | None
+    ) -> None:
+        """Forward the request as it is (path, query, public Host) to the auth gateway."""
+        auth = self.conn.ctx.auth
+        gateway = auth.gateway
+        if gateway is None:
+            self.local(503, "Login unavailable", "This edge has no auth gateway configured.")
+            return
+        self.path_route = PathRoute("/", "/", gateway)
+        self.target_path = path + (b"?" + query if query else b"")
+        self.head = h.request_head(
+            self.method,
+            self.target_path,
+            self.headers,
+            host=self.public_authority,
+            client_ip=self.conn.client[0],
+            public_host=self.public_authority,
+            public_port=port or 443,
+            chunked=self.chunked_in,
+            upgrade=self.upgrade,
+            custom_headers=(),
+            extra=((_SERVICE_ID, service_id.encode()),) if service_id else (),
+        )
+        self._send(self.conn.ctx.gateway_pool(gateway), gateway)
+
+    def _send(self, pool: UpstreamPool, target: RouteTarget) -> None:
+        self.pool = pool
         if self.request_done:
             self.conn.set_deadline(Deadline.UPSTREAM, target.options.request_timeout_s)
         else:
@@ -317,7 +424,7 @@ class Exchange:
         authority = parsed.host + (b":%d" % parsed.port if parsed.port else b"")
         return parsed.path or b"/", parsed.query or b"", authority
 
-    def _route(self) -> tuple[HttpService, PathRoute, bytes, bytes, int | None] | None:  # noqa: PLR0911  (one early answer per way a request can be wrong)
+    def _route(self) -> "_Found | None":  # noqa: PLR0911  (one early answer per way a request can be wrong)
         """The service and target for this request; None when it was answered here."""
         parts = self._target_parts()
         if parts is None:
@@ -341,12 +448,18 @@ class Exchange:
             detail = f"This connection was opened for {sni}; it cannot serve {host}."
             self.local(421, "Misdirected request", detail)
             return None
+        if service is None and host == self.conn.ctx.auth.auth_domain:
+            self._to_gateway(None, path, query, port)
+            return None
         if service is None:
             self.local(404, "Service not found", f"No service is published at {host}.")
             return None
         if sni is None and self.conn.tls:
             detail = f"{host} is served over TLS with SNI: connect with the server name {host}."
             self.local(421, "Misdirected request", detail)
+            return None
+        if path.startswith(_AUTH_PREFIX):
+            self._to_gateway(service.route.id, path, query, port)
             return None
         path_text = path.decode("latin-1")
         match = service.match(path_text)
@@ -430,6 +543,19 @@ class Exchange:
         self.bytes_out += len(data)
         self.conn.write(data)
         self.drop_upstream()
+        self.finish(keep_alive=keep_alive)
+
+    def refuse(self, refusal: Refusal) -> None:
+        """Answer an unauthenticated request with the edge's own 302, 401 (…) and finish."""
+        if self.done:
+            return
+        keep_alive = self.keep_alive and self.request_done and self.upgrade is None
+        self.status = refusal.status
+        self.auth = refusal.reason
+        self.head_sent = True
+        data = refusal.render(keep_alive=keep_alive, head_only=self.method == b"HEAD")
+        self.bytes_out += len(data)
+        self.conn.write(data)
         self.finish(keep_alive=keep_alive)
 
     def timed_out(self) -> None:
@@ -938,6 +1064,7 @@ class HttpConnection(asyncio.Protocol):
         if not access.enabled:
             return
         target = exchange.path_route.target.id if exchange.path_route is not None else None
+        extra = {} if exchange.auth is None else {"auth": exchange.auth}
         access.info(
             "request",
             client=self.client[0],
@@ -949,4 +1076,5 @@ class HttpConnection(asyncio.Protocol):
             bytes_in=exchange.bytes_in,
             bytes_out=exchange.bytes_out,
             duration_ms=round((time.monotonic() - exchange.started) * 1000, 1),
+            **extra,
         )

@@ -8,6 +8,9 @@ that wait (within their own timeout) for one to come back.
 
 ``UpstreamConnection`` parses the target's responses with httptools and hands them, callback by
 callback, to the exchange bound to it (``heron_edge.http.proxy``): no task, no queue per request.
+
+``DirectUpstreamPool`` is the same pool over plain TCP connections (no tunnel), for the auth
+gateway.
 """
 
 import asyncio
@@ -335,6 +338,34 @@ class UpstreamPool:
             if not waiter.done():
                 waiter.set_exception(PoolFullError(f"the pool for {self.name} was closed"))
         self._waiters.clear()
+
+
+class DirectUpstreamPool(UpstreamPool):
+    """A pool of plain TCP connections to ``target.stream.host:port``, without the tunnel: for
+    Heron's own internal services the edge talks to (the auth gateway)."""
+
+    def __init__(
+        self,
+        target: RouteTarget,
+        limits: PoolLimits,
+        tls: ssl.SSLContext | None,
+        connect_timeout_s: float,
+    ) -> None:
+        super().__init__(target, limits, tls, connect_timeout_s)
+        self.name = f"direct->{target.authority}"
+
+    async def _open_connection(self, client: tuple[str, int]) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        stream = self.target.stream
+        async with asyncio.timeout(self._connect_timeout_s):
+            _, conn = await loop.create_connection(
+                lambda: UpstreamConnection(self),
+                stream.host or "127.0.0.1",
+                stream.port,
+                ssl=self._tls,
+                server_hostname=(stream.host or "localhost") if self._tls is not None else None,
+            )
+        return conn
 
 
 class _SlotFree(Exception):  # noqa: N818  (a signal, not an error)
