@@ -25,7 +25,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StackSettings:
 
 
 def test_nats_starts_first_and_management_is_python_m(settings: StackSettings) -> None:
-    nats, management, _ = stack_specs(settings, stderr_is_tty=False)
+    nats, management, *_ = stack_specs(settings, stderr_is_tty=False)
 
     assert nats.name == "nats"
     assert "--jetstream" in nats.argv
@@ -42,7 +42,7 @@ def test_nats_starts_first_and_management_is_python_m(settings: StackSettings) -
 
 
 def test_management_gets_the_shared_environment(settings: StackSettings) -> None:
-    _, management, _ = stack_specs(settings, stderr_is_tty=False)
+    _, management, *_ = stack_specs(settings, stderr_is_tty=False)
 
     assert settings.data_path.is_absolute()
     assert management.env["HERON_MODE"] == "development"
@@ -86,7 +86,7 @@ def test_the_banner_hides_the_database_password(settings: StackSettings) -> None
 def test_production_mode_is_passed_on(settings: StackSettings) -> None:
     production = settings.model_copy(update={"mode": RunMode.PRODUCTION})
 
-    _, management, edge = stack_specs(production, stderr_is_tty=False)
+    _, management, _, edge = stack_specs(production, stderr_is_tty=False)
 
     assert management.env["HERON_MODE"] == "production"
     assert edge.env["HERON_MODE"] == "production"
@@ -134,8 +134,8 @@ def test_a_public_proxy_domain_is_the_wireguard_endpoint(settings: StackSettings
 
 
 def test_management_and_the_edge_share_a_fresh_proxy_token(settings: StackSettings) -> None:
-    _, management, edge = stack_specs(settings, stderr_is_tty=False)
-    _, again, _ = stack_specs(settings, stderr_is_tty=False)
+    _, management, _, edge = stack_specs(settings, stderr_is_tty=False)
+    _, again, *_ = stack_specs(settings, stderr_is_tty=False)
 
     token = edge.env["HERON_PROXY_TOKEN"]
     assert management.env["HERON_MANAGEMENT_EDGE_TOKEN"] == token
@@ -147,7 +147,7 @@ def test_a_chosen_edge_token_is_used(settings: StackSettings) -> None:
     chosen = generate_token(PROXY_TOKEN_PREFIX)
     given = settings.model_copy(update={"management_edge_token": SecretStr(chosen)})
 
-    _, management, edge = stack_specs(given, stderr_is_tty=False)
+    _, management, _, edge = stack_specs(given, stderr_is_tty=False)
 
     assert management.env["HERON_MANAGEMENT_EDGE_TOKEN"] == edge.env["HERON_PROXY_TOKEN"] == chosen
 
@@ -204,7 +204,7 @@ def test_an_empty_http_address_means_no_plain_http_listener(settings: StackSetti
 def test_without_acme_there_is_no_certmanager(settings: StackSettings) -> None:
     names = [spec.name for spec in stack_specs(settings, stderr_is_tty=False)]
 
-    assert names == ["nats", "management", "edge"]
+    assert names == ["nats", "management", "authgateway", "edge"]
     assert "ACME" not in render_banner(settings)
 
 
@@ -213,7 +213,7 @@ def test_with_acme_the_certmanager_starts_before_the_edge(settings: StackSetting
         update={"acme_directory_url": "https://ca.example/dir", "certmanager_port": 18083}
     )
 
-    *_, certmanager, edge = stack_specs(acme, stderr_is_tty=False)
+    *_, certmanager, _, edge = stack_specs(acme, stderr_is_tty=False)
 
     assert certmanager.name == "certmanager"
     assert certmanager.argv == (sys.executable, "-m", "heron_certmanager")
@@ -227,3 +227,40 @@ def test_with_acme_the_certmanager_starts_before_the_edge(settings: StackSetting
     assert edge.env["HERON_PROXY_ACME_CERTIFICATES"] == "true"
     assert edge.env["HERON_PROXY_LOCAL_CA"] == "true", "the fallback until a certificate comes"
     assert "https://ca.example/dir" in render_banner(acme)
+
+
+def test_the_auth_gateway_is_internal_and_the_edge_knows_where(
+    settings: StackSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HERON_AUTHGATEWAY_CALLBACK_URL", raising=False)
+    tuned = settings.model_copy(
+        update={"authgateway_port": 18081, "proxy_address": ":18443", "proxy_domain": "p.test"}
+    )
+
+    *_, gateway, edge = stack_specs(tuned, stderr_is_tty=False)
+
+    assert gateway.name == "authgateway"
+    assert gateway.argv == (sys.executable, "-m", "heron_authgateway")
+    assert gateway.listens == (("127.0.0.1", 18081),)
+    assert gateway.env["HERON_AUTHGATEWAY_HOST"] == "127.0.0.1"
+    assert gateway.env["HERON_AUTHGATEWAY_CALLBACK_URL"] == (
+        "https://auth.p.test:18443/.heron/auth/callback"
+    )
+    assert [c.description for c in gateway.ready_checks] == [
+        HttpOk("http://127.0.0.1:18081/healthz/ready").description
+    ]
+    assert edge.env["HERON_PROXY_AUTHGATEWAY_URL"] == "http://127.0.0.1:18081"
+    assert edge.env["HERON_PROXY_AUTH_DOMAIN"] == "auth.p.test"
+    assert "https://auth.p.test:18443/.heron/auth/callback" in render_banner(tuned)
+
+
+def test_a_callback_url_given_to_the_stack_is_the_gateways(
+    settings: StackSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "HERON_AUTHGATEWAY_CALLBACK_URL", "https://login.example/.heron/auth/callback"
+    )
+
+    gateway = next(s for s in stack_specs(settings, stderr_is_tty=False) if s.name == "authgateway")
+
+    assert "HERON_AUTHGATEWAY_CALLBACK_URL" not in gateway.env, "the runner's own passes through"

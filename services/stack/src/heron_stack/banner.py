@@ -25,6 +25,11 @@ def banner_rows(settings: StackSettings) -> list[tuple[str, str]]:
             f"{settings.proxy_wireguard_interface} (agents reach the edge here)",
         ),
         ("edge health", _edge_health(settings)),
+        (
+            "SSO callback",
+            f"{settings.oidc_callback_url} (register it at your OIDC provider; "
+            "HERON_AUTHGATEWAY_OIDC_ISSUER/_CLIENT_ID/_CLIENT_SECRET turn SSO on)",
+        ),
         *_acme(settings),
         ("NATS", f"{settings.nats_url} (JetStream store {data / 'nats'})"),
         ("data dir", str(data)),

@@ -114,6 +114,9 @@ class StackSettings(HeronSettings):
     certmanager_port: int = Field(
         default=8083, ge=1, le=65535, description="the certmanager's health port on 127.0.0.1"
     )
+    authgateway_port: int = Field(
+        default=8081, ge=1, le=65535, description="the auth gateway's port on 127.0.0.1 (internal)"
+    )
     stack_ready_timeout_s: float = Field(
         default=60.0, gt=0, description="how long each service may take to become ready"
     )
@@ -172,6 +175,22 @@ class StackSettings(HeronSettings):
     @property
     def certmanager_health_url(self) -> str:
         return f"http://127.0.0.1:{self.certmanager_port}/healthz/ready"
+
+    @property
+    def authgateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.authgateway_port}"
+
+    @property
+    def auth_domain(self) -> str:
+        """Where the cluster's one OIDC callback lives (the edge routes it to the gateway)."""
+        return f"auth.{self.proxy_domain.lower().rstrip('.')}"
+
+    @property
+    def oidc_callback_url(self) -> str:
+        """The redirect URI to register at the identity provider."""
+        _, port = split_address(self.proxy_address)
+        suffix = "" if port == 443 else f":{port}"
+        return f"https://{self.auth_domain}{suffix}/.heron/auth/callback"
 
     @property
     def management_url(self) -> str:

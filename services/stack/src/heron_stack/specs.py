@@ -1,8 +1,10 @@
 """What the stack runs: one ``ServiceSpec`` per service, started in table order.
 
-A later service (authgateway, accesslog) is one more entry in ``stack_specs``: its command
-line, the environment it needs, how to tell it is ready. The certmanager is one only when ACME is
-configured (``HERON_ACME_DIRECTORY_URL``).
+A later service (accesslog) is one more entry in ``stack_specs``: its command line, the
+environment it needs, how to tell it is ready. The certmanager is one only when ACME is
+configured (``HERON_ACME_DIRECTORY_URL``). The auth gateway always runs (password and PIN logins
+need nothing else); its single sign-on needs ``HERON_AUTHGATEWAY_OIDC_ISSUER`` and the client's
+id and secret, which reach it from the runner's environment as they are.
 
 The edge authenticates to management with a proxy token that the runner makes itself, one per
 start (unless ``HERON_MANAGEMENT_EDGE_TOKEN`` names one), and hands to both in their environment:
@@ -10,6 +12,7 @@ nothing secret is written to disk, a token never outlives the run it was made fo
 replaces the previous run's token when it starts (``HERON_MANAGEMENT_EDGE_TOKEN``).
 """
 
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,6 +52,7 @@ def stack_specs(settings: StackSettings, *, stderr_is_tty: bool) -> list[Service
         nats_spec(settings),
         management_spec(settings, edge_token, stderr_is_tty=stderr_is_tty),
         *certificates,
+        authgateway_spec(settings, stderr_is_tty=stderr_is_tty),
         edge_spec(settings, edge_token, stderr_is_tty=stderr_is_tty),
     ]
 
@@ -113,6 +117,26 @@ def certmanager_spec(settings: StackSettings, *, stderr_is_tty: bool) -> Service
     )
 
 
+def authgateway_spec(settings: StackSettings, *, stderr_is_tty: bool) -> ServiceSpec:
+    """The auth gateway on 127.0.0.1 (only the edge talks to it); ready once it has NATS and
+    the services' auth records. Its callback URL follows the edge's auth domain and port unless
+    ``HERON_AUTHGATEWAY_CALLBACK_URL`` is set."""
+    env = {
+        **shared_env(settings, stderr_is_tty=stderr_is_tty),
+        "HERON_AUTHGATEWAY_HOST": "127.0.0.1",
+        "HERON_AUTHGATEWAY_PORT": str(settings.authgateway_port),
+    }
+    if not os.environ.get("HERON_AUTHGATEWAY_CALLBACK_URL"):
+        env["HERON_AUTHGATEWAY_CALLBACK_URL"] = settings.oidc_callback_url
+    return ServiceSpec(
+        name="authgateway",
+        argv=(sys.executable, "-m", "heron_authgateway"),
+        env=env,
+        ready_checks=(HttpOk(f"{settings.authgateway_url}/healthz/ready"),),
+        listens=(("127.0.0.1", settings.authgateway_port),),
+    )
+
+
 def edge_spec(settings: StackSettings, edge_token: str, *, stderr_is_tty: bool) -> ServiceSpec:
     """The edge, ready once it is alive: without root it may never get its WireGuard interface
     (and so never be *ready*), but it keeps running and says why, and the stack still comes up."""
@@ -139,6 +163,8 @@ def edge_spec(settings: StackSettings, edge_token: str, *, stderr_is_tty: bool) 
             "HERON_PROXY_WG_PORT": str(settings.proxy_wg_port),
             "HERON_PROXY_WIREGUARD_INTERFACE": settings.proxy_wireguard_interface,
             "HERON_PROXY_WIREGUARD_ENDPOINT": settings.edge_wireguard_endpoint,
+            "HERON_PROXY_AUTHGATEWAY_URL": settings.authgateway_url,
+            "HERON_PROXY_AUTH_DOMAIN": settings.auth_domain,
         },
         ready_checks=(HttpOk(f"http://{health}:{health_port}/healthz/live"),),
         listens=tuple(
