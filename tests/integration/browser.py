@@ -9,7 +9,6 @@ Playwright's own browser download), in a fresh profile that is thrown away after
 """
 
 import contextlib
-import shutil
 import tempfile
 from collections.abc import AsyncIterator, Mapping
 
@@ -26,10 +25,6 @@ CHROMIUM_ARGS = (
     "--disable-component-update",
     "--disable-sync",
 )
-
-
-def chromium_available() -> bool:
-    return shutil.which(CHROMIUM) is not None
 
 
 def host_resolver_rules(host_rules: Mapping[str, str]) -> str:

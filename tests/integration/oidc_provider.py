@@ -68,10 +68,6 @@ class LoginRefusedError(OidcProviderError):
     """The provider's login form refused the user and password."""
 
 
-def node_available() -> bool:
-    return shutil.which("node") is not None and shutil.which("npm") is not None
-
-
 def ensure_node_modules() -> None:
     """``npm ci`` into ``oidc/node_modules`` unless it is there; safe to race from processes."""
     marker = OIDC_DIR / "node_modules" / "oidc-provider" / "package.json"
