@@ -11,7 +11,11 @@ nginx on the peer answering ``hello world``. In the same run, interleaved round 
   backend on the peer's 127.0.0.1;
 - **nginx**: ``wrk https://app.bench.heron.test:9443/`` → nginx on the edge host with the same
   certificate and as many workers, ``proxy_pass`` with upstream keep-alive to the backend on the
-  peer's overlay address, through the WireGuard interface the edge created.
+  peer's overlay address, through the WireGuard interface the edge created;
+- **heron-auth**: the same through a second service, ``locked.bench.heron.test``, that requires
+  a password login: the bench logs in once at the auth gateway (``/.heron/auth/login``) and wrk
+  sends the session cookie with every request, which the edge verifies (``ratio_auth_rps`` =
+  heron-auth / heron).
 
 The client resolves the name through an ``/etc/hosts`` of its own (``/etc/netns/<ns>/hosts``,
 which ``ip netns exec`` mounts), so wrk sends SNI as a browser would. Then, unless
@@ -51,6 +55,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from _netlab import (
+    LOCALHOST,
+    NATS_PORT,
     NGINX_MAIN,
     PROXY_DOMAIN,
     READY_TIMEOUT_S,
@@ -77,12 +83,17 @@ NAMES = Names(
     bench="http", client="hbhc", edge="hbhe", peer="hbhp", edge_wg="hbhw", agent_wg="hbha"
 )
 APP_DOMAIN = f"app.{PROXY_DOMAIN}"
+#: the session-protected service (password login at the auth gateway)
+LOCKED_DOMAIN = f"locked.{PROXY_DOMAIN}"
+LOCKED_PASSWORD = "bench-password-1"  # noqa: S105  (the bench's own throw-away service)
+#: edge host, 127.0.0.1: the auth gateway
+GATEWAY_PORT = 8081
 #: edge host, all addresses: the Heron edge's TLS port and the reference nginx's
 HERON_PORT, NGINX_PORT = 8443, 9443
 #: peer host, 0.0.0.0: the backend nginx
 BACKEND_PORT = 8080
 BODY = "hello world\n"
-HERON, NGINX, HERON_INFO = "heron", "nginx", "heron-info"
+HERON, NGINX, HERON_INFO, HERON_AUTH = "heron", "nginx", "heron-info", "heron-auth"
 #: wrk runs before the measured ones, per system, not counted
 WARMUP_S = 3
 #: wrk's own deadline per request: slower ones count as timeouts (errors)
@@ -97,6 +108,8 @@ RESTART_COST_S = 30.0
 EDGE_RESTART_WAIT_S = 15.0
 #: the issue's target: Heron >= 0.5x nginx rps with p99 <= 2x nginx
 TARGET_RPS_RATIO, TARGET_P99_RATIO = 0.5, 2.0
+#: the auth issue's target: a session-protected service >= 0.9x the rps of an open one
+TARGET_AUTH_RATIO = 0.9
 
 #: wrk's report, as one line it prints at the end (latencies in microseconds)
 WRK_SCRIPT = """
@@ -193,7 +206,7 @@ class Options:
 
     def estimate_s(self) -> float:
         per_run = self.duration_s + 1.0  # wrk's start and end, the samplers
-        total = FIXED_COST_S + 2 * (WARMUP_S + 1) + 2 * self.rounds * per_run
+        total = FIXED_COST_S + 3 * (WARMUP_S + 1) + 3 * self.rounds * per_run
         if self.info_row:
             total += RESTART_COST_S + WARMUP_S + 1 + self.rounds * per_run
         return total
@@ -293,6 +306,8 @@ class HttpBench(Lab):
     tls: dict[str, str] = dataclasses.field(default_factory=dict)
     runs: list[Run] = dataclasses.field(default_factory=list)
     wrk_script: Path = Path()
+    #: ``heron_session=<token>``, from the bench's login to the protected service
+    session_cookie: str = ""
 
     # -- starting things
 
@@ -311,8 +326,37 @@ class HttpBench(Lab):
             env={
                 "HERON_PROXY_ADDRESS": f":{HERON_PORT}",
                 "HERON_PROXY_CERTIFICATE_DIRECTORY": str(self.cert_dir),
+                # the session keys (auth_keys) and the gateway for /.heron/auth/
+                "HERON_NATS_URL": f"nats://{LOCALHOST}:{NATS_PORT}",
+                "HERON_PROXY_AUTHGATEWAY_URL": f"http://{LOCALHOST}:{GATEWAY_PORT}",
             },
         )  # fmt: skip
+
+    async def start_gateway(self) -> None:
+        """The auth gateway on the edge host's 127.0.0.1, as the stack runs it."""
+        gateway = await self.hosts.children.start(
+            "authgateway", self.hosts.edge, sys.executable, "-m", "heron_authgateway",
+            env={
+                "HERON_MODE": "development", "HERON_LOG_FORMAT": "json",
+                "HERON_DATA_DIR": str(self.hosts.work / "authgateway"),
+                "HERON_NATS_URL": f"nats://{LOCALHOST}:{NATS_PORT}",
+                "HERON_AUTHGATEWAY_HOST": LOCALHOST,
+                "HERON_AUTHGATEWAY_PORT": str(GATEWAY_PORT),
+            },
+        )  # fmt: skip
+        self.procs["authgateway"] = gateway
+
+        async def ready() -> bool:
+            if not gateway.running:
+                raise BenchError(f"the auth gateway exited:\n{gateway.log_tail()}")
+            done = await self.hosts.edge.run(
+                "curl", "-s", "--noproxy", "*", "--max-time", "2", "-o", "/dev/null",
+                "-w", "%{http_code}", f"http://{LOCALHOST}:{GATEWAY_PORT}/healthz/ready",
+                check=False,
+            )  # fmt: skip
+            return done.stdout == b"200"
+
+        await eventually("the auth gateway's /healthz/ready", ready)
 
     async def start_service(self) -> None:
         """Wait for the agent's login, then make the HTTP service on its peer."""
@@ -324,6 +368,39 @@ class HttpBench(Lab):
                  "protocol": "http"},
             ]},
         )  # fmt: skip
+        await self.api_ok(
+            "POST", "/api/services",
+            {"name": "bench-locked", "domain": LOCKED_DOMAIN, "targets": [
+                {"target_type": "peer", "target_id": self.peer_id, "port": BACKEND_PORT,
+                 "protocol": "http"},
+            ], "auth": {"password_auth": {"enabled": True, "password": LOCKED_PASSWORD}}},
+        )  # fmt: skip
+
+    async def log_in(self) -> None:
+        """Log in to the protected service as a browser would (the login form), keep the cookie;
+        first check that it refuses a request without one."""
+
+        async def refused() -> bool:
+            status, _, _ = await self.fetch(HERON_AUTH, cookie=False)
+            return status == 401
+
+        await eventually(f"{LOCKED_DOMAIN} refusing a request without a session", refused)
+
+        async def logged_in() -> str | None:
+            done = await self.hosts.client.run(
+                "curl", "-sS", "--noproxy", "*", "--max-time", "10", "--cacert", str(self.ca_file),
+                "-o", "/dev/null", "-D", "-", "--data-urlencode", "method=password",
+                "--data-urlencode", f"password={LOCKED_PASSWORD}", "--data-urlencode", "rd=/",
+                f"https://{LOCKED_DOMAIN}:{HERON_PORT}/.heron/auth/login",
+                check=False, timeout_s=15,
+            )  # fmt: skip
+            found = re.search(
+                r"^set-cookie:\s*(heron_session=[^;\s]+)", done.stdout.decode(errors="replace"),
+                re.IGNORECASE | re.MULTILINE,
+            )  # fmt: skip
+            return found[1] if found else None
+
+        self.session_cookie = await eventually("a session cookie from the login form", logged_in)
 
     async def start_reference(self) -> None:
         config = REFERENCE_CONF.format(
@@ -337,12 +414,21 @@ class HttpBench(Lab):
 
     # -- checking and measuring
 
-    async def fetch(self, system: str) -> tuple[int, str, str]:
+    def url(self, system: str) -> str:
+        if system == NGINX:
+            return f"https://{APP_DOMAIN}:{NGINX_PORT}/"
+        return f"https://{LOCKED_DOMAIN if system == HERON_AUTH else APP_DOMAIN}:{HERON_PORT}/"
+
+    def headers(self, system: str) -> list[str]:
+        """curl's and wrk's ``-H`` arguments for ``system``: the session cookie for heron-auth."""
+        return ["-H", f"Cookie: {self.session_cookie}"] if system == HERON_AUTH else []
+
+    async def fetch(self, system: str, *, cookie: bool = True) -> tuple[int, str, str]:
         """One request from the client host: (status or 0, body or curl's error, "TLS cipher")."""
-        port = NGINX_PORT if system == NGINX else HERON_PORT
         done = await self.hosts.client.run(
             "curl", "-sS", "-v", "--noproxy", "*", "--max-time", "5", "--cacert", str(self.ca_file),
-            "-w", "\n%{http_code}", f"https://{APP_DOMAIN}:{port}/", check=False, timeout_s=10,
+            *(self.headers(system) if cookie else []),
+            "-w", "\n%{http_code}", self.url(system), check=False, timeout_s=10,
         )  # fmt: skip
         stderr = done.stderr.decode(errors="replace")
         found = re.search(r"SSL connection using (\S+) / (\S+)", stderr)
@@ -370,12 +456,11 @@ class HttpBench(Lab):
 
     async def wrk(self, round_: int, system: str, seconds: int) -> Run:
         opts = self.options
-        port = NGINX_PORT if system == NGINX else HERON_PORT
         sampling = await self.start_sampling("backend", "nginx")
         done = await self.hosts.client.run(
             "wrk", f"-t{opts.threads}", f"-c{opts.connections}", f"-d{seconds}s",
-            "--timeout", f"{WRK_TIMEOUT_S}s", "-s", str(self.wrk_script),
-            f"https://{APP_DOMAIN}:{port}/", check=False, timeout_s=seconds + 30,
+            "--timeout", f"{WRK_TIMEOUT_S}s", "-s", str(self.wrk_script), *self.headers(system),
+            self.url(system), check=False, timeout_s=seconds + 30,
         )  # fmt: skip
         measured = await sampling.finish("wrk")  # wrk was our child: its CPU is here
         if done.returncode != 0:
@@ -420,6 +505,7 @@ class HttpBench(Lab):
         """Start everything and check one request through each path."""
         started = time.monotonic()
         await self.start_management()
+        await self.start_gateway()
         await self.start_backend()
         await self.start_heron_edge(self.options.log_level)
         await self.start_agent()
@@ -427,6 +513,8 @@ class HttpBench(Lab):
         await self.start_reference()
         await self.verify(NGINX)
         await self.verify(HERON)
+        await self.log_in()
+        await self.verify(HERON_AUTH)
         say(
             f"up in {time.monotonic() - started:.1f} s: peer {self.peer_overlay} via "
             f"{self.route_dev}; TLS heron {self.tls[HERON]}, nginx {self.tls[NGINX]}"
@@ -434,13 +522,14 @@ class HttpBench(Lab):
 
     async def measure(self) -> None:
         """Warm-up, the interleaved rounds, then the info-level row."""
-        for system in (HERON, NGINX):
+        measured = (HERON, NGINX, HERON_AUTH)
+        for system in measured:
             await self.wrk(0, system, WARMUP_S)
         for round_ in range(1, self.options.rounds + 1):
-            order = (HERON, NGINX) if round_ % 2 else (NGINX, HERON)
-            for system in order:
+            shift = round_ % len(measured)  # each system takes each place in turn
+            for system in measured[shift:] + measured[:shift]:
                 await self.wrk(round_, system, self.options.duration_s)
-        for system in (HERON, NGINX):  # still serving the right answer after the load
+        for system in measured:  # still serving the right answer after the load
             try:
                 await self.verify(system, timeout_s=5)
             except BenchError as exc:
@@ -484,7 +573,7 @@ class HttpBench(Lab):
 
 async def bench(options: Options, print_report: Callable[[HttpBench], None]) -> HttpBench:
     async with contextlib.AsyncExitStack() as stack:
-        hosts: Hosts = await open_hosts(stack, NAMES, client_hosts=[APP_DOMAIN])
+        hosts: Hosts = await open_hosts(stack, NAMES, client_hosts=[APP_DOMAIN, LOCKED_DOMAIN])
         cert_dir = hosts.work / "certs"
         run = HttpBench(
             hosts=hosts, options=options, cert_dir=cert_dir,
@@ -519,7 +608,9 @@ def runs_of(run: HttpBench, system: str) -> list[Run]:
 
 
 def systems(run: HttpBench) -> list[str]:
-    return [s for s in (HERON, NGINX, HERON_INFO) if any(r.system == s for r in run.runs)]
+    return [
+        s for s in (HERON, NGINX, HERON_INFO, HERON_AUTH) if any(r.system == s for r in run.runs)
+    ]
 
 
 def report(run: HttpBench) -> list[str]:
@@ -610,6 +701,13 @@ def report(run: HttpBench) -> list[str]:
         f"rps >= {TARGET_RPS_RATIO} and p99 <= {TARGET_P99_RATIO} at {opts.connections} "
         f"connections, no errors: {'met' if met else 'NOT met'}",
     ]
+    if HERON_AUTH in systems(run):
+        auth_met = summary["ratio_auth_rps"] >= TARGET_AUTH_RATIO
+        lines.append(
+            f"session-protected/open service (heron-auth/heron): rps "
+            f"{summary['ratio_auth_rps']:.3f}; target >= {TARGET_AUTH_RATIO}: "
+            f"{'met' if auth_met else 'NOT met'}"
+        )
     if HERON_INFO in systems(run):
         lines.append(
             f"with the access log on (HERON_LOG_LEVEL=info, after the nginx rounds): rps "
@@ -645,6 +743,11 @@ def summarize(run: HttpBench) -> dict[str, float | int]:
     out["nginx_cpu_us_per_req"] = median(run, NGINX, lambda r: r.cpu_us_per_request("nginx"))
     out["heron_busy"] = median(run, HERON, lambda r: r.busy)
     out["nginx_busy"] = median(run, NGINX, lambda r: r.busy)
+    if any(r.system == HERON_AUTH for r in run.runs):
+        out["heron_auth_rps"] = median(run, HERON_AUTH, lambda r: r.rps)
+        out["heron_auth_p99_ms"] = median(run, HERON_AUTH, lambda r: r.p99_ms)
+        out["ratio_auth_rps"] = out["heron_auth_rps"] / out["heron_rps"]
+        out["heron_auth_errors"] = sum(r.errors for r in run.runs if r.system == HERON_AUTH)
     if any(r.system == HERON_INFO for r in run.runs):
         out["heron_info_rps"] = median(run, HERON_INFO, lambda r: r.rps)
         out["heron_info_p99_ms"] = median(run, HERON_INFO, lambda r: r.p99_ms)
