@@ -238,6 +238,27 @@ async def test_password_and_pin_logins_on_a_page_with_only_those_methods(
     await page.wait_for_url(f"https://{host}/shared/", timeout=WAIT_MS)
     assert header(await backend_saw(page), "x-heron-auth-method") == ["pin"]
 
+    # a new password ends the service's sessions: the PIN session too
+    async with stack.client() as client:
+        service = next(x for x in (await client.get("/api/services")).json() if x["domain"] == host)
+        body = {k: service[k] for k in ("name", "domain")} | {
+            "targets": [{k: t[k] for k in ("target_type", "target_id", "port")}
+                        for t in service["targets"]],
+            "auth": {"password_auth": {"enabled": True, "password": PASSWORD + "!"},
+                     "pin_auth": {"enabled": True}},
+        }  # fmt: skip
+        replaced = await client.put(f"/api/services/{service['id']}", json=body)
+        assert replaced.status_code == 200, replaced.text
+
+    async def sent_to_login() -> bool:
+        await page.goto(f"https://{host}/shared/")
+        return urlsplit(page.url).path == LOGIN
+
+    await stack.eventually("the old session refused", sent_to_login, within_s=10)
+    await page.fill("#pin", PIN)  # the PIN was kept
+    await page.get_by_role("button", name="Sign in with PIN").click()
+    await page.wait_for_url(f"https://{host}/shared/", timeout=WAIT_MS)
+
     # a service with only a PIN offers only the PIN
     pin_only = await publish(stack, "kiosk", {"pin_auth": {"enabled": True, "pin": PIN}})
     await page.goto(f"https://{pin_only}/")
