@@ -1,5 +1,7 @@
 """Support for management's tests: seeded accounts and a real server in a thread."""
 
+import asyncio
+import io
 import secrets
 import socket
 import threading
@@ -24,6 +26,8 @@ from heron_management.db.engine import create_engine, session_factory
 from heron_management.db.tables import NetworkRow, PeerRow, ResourceRow, UserRow
 from heron_management.identity import add_token, create_account
 from heron_management.settings import ManagementSettings
+
+STOP_S = 15
 
 
 def free_port() -> int:
@@ -142,7 +146,15 @@ class ServerThread:
             lifespan="on",
         )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="management", daemon=True)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread = threading.Thread(target=self._run, name="management", daemon=True)
+
+    def _run(self) -> None:
+        async def serve() -> None:
+            self.loop = asyncio.get_running_loop()
+            await self.server.serve()
+
+        asyncio.run(serve())
 
     def __enter__(self) -> "ServerThread":
         self.thread.start()
@@ -155,7 +167,19 @@ class ServerThread:
 
     def __exit__(self, *_: object) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=15)
+        self.thread.join(timeout=STOP_S)
+        if self.thread.is_alive():  # a shutdown that hangs is a bug: show where
+            raise AssertionError(
+                f"management did not stop within {STOP_S} s; its tasks:\n{self._tasks()}"
+            )
+
+    def _tasks(self) -> str:
+        if self.loop is None:
+            return "(no event loop)"
+        out = io.StringIO()
+        for task in list(asyncio.all_tasks(self.loop)):  # a snapshot, for the failure message
+            task.print_stack(limit=8, file=out)
+        return out.getvalue()
 
 
 def management_settings(

@@ -4,6 +4,7 @@ The events are read back the way other services will read them: a durable consum
 ``heron_bus.events``, against the real nats-server the session started.
 """
 
+import asyncio
 import secrets
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,11 @@ from management_fixtures import (
 from heron_bus import Bus, connect
 from heron_bus.embedded import EmbeddedNats
 from heron_core.events import ServiceChanged
+from heron_core.tasks import spawn
 from heron_core.types import ChangeKind, ServiceMode
+from heron_management.db.engine import create_engine, migrate, session_factory
+from heron_management.event_bus import NatsPublisher
+from heron_management.events import OutboxRelay
 
 
 async def changes_of(bus: Bus, service_id: str, count: int) -> list[ServiceChanged]:
@@ -87,3 +92,26 @@ async def test_changes_made_while_nats_is_down_are_published_when_it_returns(
             seen = await changes_of(bus, created.json()["id"], count=1)
     assert seen[0].change is ChangeKind.CREATED
     assert seen[0].domain == "down.example.test"
+
+
+async def test_the_relay_stops_when_a_commit_wakes_it_as_it_is_cancelled(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """Shutdown cancels the relay; a commit (a stream saying goodbye) may wake it in the same
+    turn of the loop. It must stop all the same: asyncio.wait_for on Python 3.11 swallowed
+    such a cancellation, and the relay, and with it management's shutdown, never ended."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'management.db'}")
+    await migrate(engine)
+    publisher = NatsPublisher(nats_url)
+    relay = OutboxRelay(session_factory(engine), publisher)
+    task = spawn(relay.run(), name="outbox-relay")
+    try:
+        await asyncio.sleep(0.3)  # nothing to publish: it waits to be woken
+        relay.notify()
+        task.cancel()
+        await asyncio.wait({task}, timeout=5)
+        assert task.cancelled(), "the relay carried on after it was cancelled"
+    finally:
+        task.cancel()
+        await publisher.close()
+        await engine.dispose()

@@ -99,8 +99,9 @@ class AuthRecordsPublisher:
                 raise
             except Exception as exc:  # noqa: BLE001  (the database: try again at the next notice or resync)
                 log.warning("auth records not synced", error=str(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), RESYNC_S)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see OutboxRelay.run
+                async with asyncio.timeout(RESYNC_S):
+                    await self._changed.wait()
 
     async def sync(self, kv: Bucket) -> None:
         """Make the bucket hold exactly the records the database gives."""

@@ -95,8 +95,12 @@ class OutboxRelay:
                 continue
             delay = RETRY_INITIAL_S
             if published < RELAY_BATCH:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
+                # that arrives as the event is set (a commit at shutdown), and the relay would
+                # then never stop (CPython gh-86296)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), RELAY_POLL_S)
+                    async with asyncio.timeout(RELAY_POLL_S):
+                        await self._wake.wait()
 
     async def publish_pending(self) -> int:
         """Publish one batch of outbox rows in order; returns how many went out."""

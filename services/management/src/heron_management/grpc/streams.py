@@ -52,7 +52,8 @@ class Inbox:
         """The next signal and every one already waiting behind it (so a burst of changes costs
         one recomputation); empty after ``timeout_s`` without any."""
         try:
-            first = await asyncio.wait_for(self._queue.get(), max(timeout_s, 0.0))
+            async with asyncio.timeout(max(timeout_s, 0.0)):
+                first = await self._queue.get()
         except TimeoutError:
             return []
         signals = [first]
@@ -93,7 +94,8 @@ class StreamRegistry:
 async def first_message(requests: AsyncIterator[Any], timeout_s: float) -> Any | None:
     """The client's first message; None when it closed its side without sending one."""
     try:
-        return await asyncio.wait_for(anext(requests), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            return await anext(requests)
     except StopAsyncIteration:
         return None
     except TimeoutError:
