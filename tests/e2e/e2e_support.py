@@ -5,11 +5,13 @@ Every test drives Heron only through its public interfaces; these helpers only s
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,26 +25,39 @@ from heron_tunnel.netns import Namespace, cleanup_stale, unique_name, veth
 
 PYTHON = sys.executable
 
-_taken_subnets: set[str] = set()
+# one lock file per 10.x prefix a stack of this process took; held (open) until the process
+# ends, so that neither this run's other workers nor a concurrent run take the same prefix
+_SUBNET_LOCKS = Path(tempfile.gettempdir()) / "heron-test-subnets"
+_held_subnets: dict[str, int] = {}
 
 
 def free_subnet(first: int, count: int) -> str:
     """A ``10.<n>`` prefix, ``n`` in ``[first, first + count)``, that no interface of the test's
-    namespace uses and no other stack of this run had: concurrent runs, and the veths of a
-    namespace still being torn down, would otherwise catch the test's packets. The process id
-    picks where to start looking."""
+    namespace uses and no other stack took in this process, another pytest-xdist worker or a
+    concurrent run: they would catch the test's packets, and so would the veths of a namespace
+    still being torn down (so a prefix is never given out twice in one process). The process
+    id picks where to start looking."""
+    _SUBNET_LOCKS.mkdir(mode=0o700, exist_ok=True)
     start = os.getpid() % count
     for step in range(count):
         candidate = f"10.{first + (start + step) % count}"
-        if candidate in _taken_subnets:
+        if candidate in _held_subnets:
+            continue
+        lock = os.open(_SUBNET_LOCKS / candidate, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another process holds it
+            os.close(lock)
             continue
         shown = subprocess.run(
             ["ip", "-o", "-4", "address", "show", "to", f"{candidate}.0.0/16"],
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
-        if not shown.strip():
-            _taken_subnets.add(candidate)
-            return candidate
+        if shown.strip():  # in use by something that takes no lock
+            os.close(lock)
+            continue
+        _held_subnets[candidate] = lock
+        return candidate
     raise AssertionError(f"no free 10.x prefix in 10.{first}-{first + count - 1}")
 
 

@@ -144,8 +144,10 @@ def start_stack(tmp_path: Path) -> Iterator[StartStack]:
 def test_child_output_is_prefixed_with_its_name(start_stack: StartStack) -> None:
     stack = start_stack(("alpha", SLEEPER), ("beta-long", SLEEPER))
     stack.wait_ready()
-    wait_for(lambda: "hello from beta-long" in stack.stdout(), "beta-long's first line", stack)
-    wait_for(lambda: "warning from beta-long" in stack.stderr(), "beta-long's stderr", stack)
+    for name in ("alpha", "beta-long"):  # ready means started, not yet printed
+        hello, warning = f"hello from {name}", f"warning from {name}"
+        wait_for(lambda: hello in stack.stdout(), f"{name}'s first line", stack)  # noqa: B023
+        wait_for(lambda: warning in stack.stderr(), f"{name}'s stderr", stack)  # noqa: B023
 
     assert stack.stop() == 0
     stdout, stderr = stack.stdout().splitlines(), stack.stderr().splitlines()
