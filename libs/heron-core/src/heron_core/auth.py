@@ -24,10 +24,11 @@ import base64
 import hashlib
 from datetime import datetime
 from enum import StrEnum
-from typing import ClassVar, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from heron_core.kv import KvRecord
 
 #: the session cookie, scoped to the service's domain (``HttpOnly; Secure; SameSite=Lax``)
 SESSION_COOKIE = "heron_session"
@@ -66,21 +67,7 @@ class AuthMethod(StrEnum):
     HEADER = "header"
 
 
-class _KvRecord(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    current_schema_version: ClassVar[int] = 1
-    schema_version: int = 1
-
-    def encode(self) -> bytes:
-        return self.model_dump_json().encode()
-
-    @classmethod
-    def decode(cls, data: bytes) -> Self:
-        return cls.model_validate_json(data)
-
-
-class SigningKeyRecord(_KvRecord):
+class SigningKeyRecord(KvRecord):
     """A gateway's public session-signing key (bucket ``auth_keys``, key = ``kid``)."""
 
     kid: str
@@ -95,7 +82,7 @@ class SigningKeyRecord(_KvRecord):
         return base64.urlsafe_b64decode(self.public_key + "=" * (-len(self.public_key) % 4))
 
 
-class ServiceAuthRecord(_KvRecord):
+class ServiceAuthRecord(KvRecord):
     """What the gateway needs to log a user in to one service (bucket ``auth_services``,
     key = service id). Secrets only as argon2id PHC strings."""
 

@@ -14,9 +14,8 @@ base64url, so both fit as they are.
 
 from datetime import datetime
 from enum import StrEnum
-from typing import ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict
+from heron_core.kv import KvRecord
 
 #: the ALPN protocol of the tls-alpn-01 challenge (RFC 8737)
 ACME_TLS_ALPN = "acme-tls/1"
@@ -27,30 +26,7 @@ class ChallengeType(StrEnum):
     HTTP_01 = "http-01"
 
 
-class _KvValue(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    #: the newest schema this code writes and reads
-    current_schema_version: ClassVar[int] = 1
-    schema_version: int = 1
-
-    def encode(self) -> bytes:
-        return self.model_dump_json().encode()
-
-    @classmethod
-    def decode(cls, data: bytes) -> Self:
-        """Parse a KV value; raises ``ValueError`` (pydantic's ``ValidationError`` is one) for
-        a malformed value or a schema newer than this code knows."""
-        value = cls.model_validate_json(data)
-        if value.schema_version > cls.current_schema_version:
-            raise ValueError(
-                f"{cls.__name__} schema {value.schema_version} is newer than this code knows "
-                f"({cls.current_schema_version})"
-            )
-        return value
-
-
-class StoredCertificate(_KvValue):
+class StoredCertificate(KvRecord):
     domain: str
     #: leaf first, then the intermediates
     chain_pem: str
@@ -61,7 +37,7 @@ class StoredCertificate(_KvValue):
     issuer: str
 
 
-class ChallengeAnswer(_KvValue):
+class ChallengeAnswer(KvRecord):
     type: ChallengeType
     domain: str
     #: http-01: the token in the URL; tls-alpn-01: the token too (for logs)

@@ -25,10 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
 from heron_authgateway.errors import AttemptsBusyError
 from heron_bus.bucket import Bucket
+from heron_core.kv import KvRecord
 
 log = structlog.get_logger(__name__)
 
@@ -48,10 +49,7 @@ class AttemptPolicy:
     service_max_failures: int
 
 
-class AttemptRecord(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    schema_version: int = 1
+class AttemptRecord(KvRecord):
     #: when the failures within the window happened (epoch seconds)
     failures: list[float] = Field(default_factory=list)
     #: how many lockouts this address (or service) had since its record was new
@@ -159,8 +157,8 @@ def _decode(value: bytes | None) -> AttemptRecord:
     if not value:
         return AttemptRecord()
     try:
-        return AttemptRecord.model_validate_json(value)
-    except ValidationError:
+        return AttemptRecord.decode(value)
+    except ValueError:
         return AttemptRecord()  # unreadable: start again rather than lock anyone out for ever
 
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
-from pydantic import ValidationError
 
 from heron_bus.bucket import Bucket
 from heron_bus.errors import BusError
@@ -86,7 +85,7 @@ class KeyRing:
                 continue
             try:
                 expires = SigningKeyRecord.decode(entry.value).expires_at.timestamp()
-            except ValidationError:
+            except ValueError:
                 expires = 0.0  # not a key anyone can verify with
             if expires <= now and await self._bucket.delete(kid, entry.revision):
                 log.info("signing key expired and removed", kid=kid)

@@ -10,7 +10,6 @@ import asyncio
 from contextlib import aclosing
 
 import structlog
-from pydantic import ValidationError
 
 from heron_bus.bucket import Bucket
 from heron_bus.connection import Bus
@@ -49,10 +48,10 @@ class Registry:
             return
         try:
             record = ServiceAuthRecord.decode(change.value)
-        except ValidationError as exc:
+        except ValueError as exc:  # malformed, or a schema newer than this gateway
             log.warning(
                 "auth record refused, keeping the previous one",
-                service_id=change.key, errors=exc.error_count(),
+                service_id=change.key, reason=str(exc).splitlines()[0],
             )  # fmt: skip
             return
         self._records[change.key] = record

@@ -11,9 +11,8 @@ it can still be delivered (the ``EVENTS`` stream keeps 7 days), then removed.
 
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel, ConfigDict
-
 from heron_bus.kv import BucketDefinition
+from heron_core.kv import KvRecord
 
 DOMAINS_BUCKET = "certmanager_domains"
 DOMAINS = BucketDefinition(
@@ -23,10 +22,7 @@ DOMAINS = BucketDefinition(
 TOMBSTONE_TTL = timedelta(days=8)
 
 
-class DomainRecord(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    schema_version: int = 1
+class DomainRecord(KvRecord):
     domain: str
     #: an HTTP service uses the domain (so it needs a certificate unless files cover it)
     wanted: bool
@@ -43,11 +39,3 @@ class DomainRecord(BaseModel):
 
     def expired_tombstone(self, now: datetime) -> bool:
         return not self.wanted and now - self.changed_at > TOMBSTONE_TTL
-
-    def encode(self) -> bytes:
-        return self.model_dump_json().encode()
-
-    @classmethod
-    def decode(cls, data: bytes) -> "DomainRecord":
-        """Raises ``ValueError`` (pydantic's ``ValidationError`` is one) for a malformed value."""
-        return cls.model_validate_json(data)

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import structlog
-from pydantic import ValidationError
 
 from heron_bus.bucket import Bucket
 from heron_bus.errors import BusError
@@ -80,6 +79,6 @@ class State:
 def _decoded(decode: Callable[[bytes], T], data: bytes) -> T | None:
     try:
         return decode(data)
-    except (ValidationError, ValueError) as exc:
+    except ValueError as exc:  # pydantic's ValidationError is one
         log.warning("unreadable KV value ignored", reason=str(exc))
         return None
