@@ -218,7 +218,7 @@ class UpstreamPool:
         connect_timeout_s: float,
     ) -> None:
         self.target = target
-        self.name = f"{target.stream.peer_overlay_address}->{target.authority}"
+        self.name = self._describe(target)
         self._limits = limits
         self._tls = tls
         self._connect_timeout_s = connect_timeout_s
@@ -226,6 +226,11 @@ class UpstreamPool:
         self._open = 0
         self._waiters: deque[asyncio.Future[UpstreamConnection]] = deque()
         self.closed = False
+
+    @staticmethod
+    def _describe(target: RouteTarget) -> str:
+        """The pool's name in logs."""
+        return f"{target.stream.peer_overlay_address}->{target.authority}"
 
     @property
     def open_connections(self) -> int:
@@ -344,15 +349,9 @@ class DirectUpstreamPool(UpstreamPool):
     """A pool of plain TCP connections to ``target.stream.host:port``, without the tunnel: for
     Heron's own internal services the edge talks to (the auth gateway)."""
 
-    def __init__(
-        self,
-        target: RouteTarget,
-        limits: PoolLimits,
-        tls: ssl.SSLContext | None,
-        connect_timeout_s: float,
-    ) -> None:
-        super().__init__(target, limits, tls, connect_timeout_s)
-        self.name = f"direct->{target.authority}"
+    @staticmethod
+    def _describe(target: RouteTarget) -> str:
+        return f"direct->{target.authority}"
 
     async def _open_connection(self, client: tuple[str, int]) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
