@@ -72,14 +72,16 @@ def client(app: FastAPI, provider: FakeProvider) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw")
 
 
-async def start_and_return(http: httpx.AsyncClient, rd: str) -> httpx.Response:
-    """Start SSO on the service's domain, come back at the callback on the auth domain."""
+async def start_and_return(http: httpx.AsyncClient, rd: str) -> tuple[httpx.Response, str]:
+    """Start SSO on the service's domain, come back at the callback on the auth domain: the
+    callback's answer and the ``Cookie`` header of the browser that started it."""
     start = await http.get("/.heron/auth/sso", params={"rd": rd}, headers=edge())
     assert start.status_code == 302
     state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
-    return await http.get(
+    back = await http.get(
         "/.heron/auth/callback", params={"code": "c0de", "state": state}, headers=edge("")
     )
+    return back, start.headers["set-cookie"].split(";", 1)[0]
 
 
 async def test_the_whole_round_trip_keeps_the_return_path(
@@ -88,17 +90,20 @@ async def test_the_whole_round_trip_keeps_the_return_path(
     await publish(bus, groups=["staff"])
     provider = FakeProvider(groups=["staff", "x"])
     async with start_gateway(**SSO) as app, client(app, provider) as http:
-        back = await start_and_return(http, "/reports?year=2024&q=a%20b")
+        back, browser = await start_and_return(http, "/reports?year=2024&q=a%20b")
         handoff = urlsplit(back.headers["location"])
-        session = await http.get(handoff.path, params=parse_qs(handoff.query), headers=edge())
-        replayed = await http.get(handoff.path, params=parse_qs(handoff.query), headers=edge())
+        params, headers = parse_qs(handoff.query), edge() | {"cookie": browser}
+        session = await http.get(handoff.path, params=params, headers=headers)
+        replayed = await http.get(handoff.path, params=params, headers=headers)
 
     assert back.status_code == 302
     assert (handoff.scheme, handoff.netloc) == ("https", f"{DOMAIN}:8443")
     assert provider.finished[0]["redirect_uri"] == CALLBACK
     assert session.status_code == 303
     assert session.headers["location"] == "/reports?year=2024&q=a%20b"
-    token = session.headers["set-cookie"].split(";", 1)[0].split("=", 1)[1]
+    set_cookies = session.headers.get_list("set-cookie")
+    token = set_cookies[0].split(";", 1)[0].split("=", 1)[1]
+    assert set_cookies[1].startswith("heron_sso=;")  # the binding is spent
     claims = verify_session(token, await published_keys(bus))
     assert (claims.sub, claims.email, claims.groups, claims.amr) == (
         "user-1", "ada@example.test", ["staff", "x"], "sso",
@@ -124,7 +129,7 @@ async def test_users_outside_the_groups_are_told_which_are_needed(
 ) -> None:
     await publish(bus, groups=["admins", "ops"])
     async with start_gateway(**SSO) as app, client(app, FakeProvider(["staff"])) as http:
-        refused = await start_and_return(http, "/")
+        refused, _ = await start_and_return(http, "/")
 
     assert refused.status_code == 403
     assert "admins, ops" in refused.text
@@ -147,13 +152,53 @@ async def test_a_handoff_code_works_only_for_its_service(
 ) -> None:
     await publish(bus, groups=[])
     async with start_gateway(**SSO) as app, client(app, FakeProvider([])) as http:
-        back = await start_and_return(http, "/")
+        back, browser = await start_and_return(http, "/")
         handoff = urlsplit(back.headers["location"])
         elsewhere = await http.get(
-            handoff.path, params=parse_qs(handoff.query), headers=edge("svc_other")
-        )
+            handoff.path, params=parse_qs(handoff.query),
+            headers=edge("svc_other") | {"cookie": browser},
+        )  # fmt: skip
 
-    assert elsewhere.status_code == 400 and "set-cookie" not in elsewhere.headers
+    assert elsewhere.status_code == 400
+    assert "heron_session" not in elsewhere.headers.get("set-cookie", "")
+
+
+async def test_the_sso_cookie_is_scoped_to_the_gateway_paths(
+    bus: Bus, start_gateway: StartGateway
+) -> None:
+    await publish(bus, groups=[])
+    async with start_gateway(**SSO) as app, client(app, FakeProvider([])) as http:
+        start = await http.get("/.heron/auth/sso", headers=edge())
+
+    name_value, *attributes = (part.strip() for part in start.headers["set-cookie"].split(";"))
+    assert name_value.startswith("heron_sso=") and len(name_value) > len("heron_sso=") + 30
+    assert set(attributes) >= {"Path=/.heron/auth/", "HttpOnly", "Secure", "SameSite=Lax"}
+
+
+async def test_a_login_finished_in_another_browser_gives_no_session(
+    bus: Bus, start_gateway: StartGateway
+) -> None:
+    """Login CSRF: an attacker signs in at the provider as themselves and sends the victim the
+    hand-off link (or the callback link). The victim's browser does not hold the attacker's
+    ``heron_sso`` cookie, so no session is made — and the code is spent."""
+    await publish(bus, groups=[])
+    async with start_gateway(**SSO) as app, client(app, FakeProvider([])) as http:
+        back, attackers = await start_and_return(http, "/")
+        _, victims = await start_and_return(http, "/")  # the victim's own, other login
+        handoff = urlsplit(back.headers["location"])
+        params = parse_qs(handoff.query)
+        without = await http.get(handoff.path, params=params, headers=edge())
+        back, attackers = await start_and_return(http, "/")
+        handoff = urlsplit(back.headers["location"])
+        params = parse_qs(handoff.query)
+        other = await http.get(handoff.path, params=params, headers=edge() | {"cookie": victims})
+        spent = await http.get(handoff.path, params=params, headers=edge() | {"cookie": attackers})
+
+    for refused in (without, other):
+        assert refused.status_code == 400
+        assert "not started in this browser" in refused.text
+        assert "heron_session" not in refused.headers.get("set-cookie", "")
+    assert spent.status_code == 400 and "heron_session" not in spent.headers.get("set-cookie", "")
 
 
 async def test_sso_on_a_foreign_host_or_without_configuration_is_refused(

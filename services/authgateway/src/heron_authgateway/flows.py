@@ -46,6 +46,8 @@ class SsoFlow(_Stored):
     rd: str
     nonce: str
     code_verifier: str
+    #: ``binding_digest`` of the ``heron_sso`` cookie set in the browser that started it
+    binding: str
 
 
 class Handoff(_Stored):
@@ -54,6 +56,8 @@ class Handoff(_Stored):
     prefix: ClassVar[str] = "code"
     claims: SessionClaims
     rd: str
+    #: the flow's ``binding``: only that browser may turn the code into a session
+    binding: str
 
 
 class Flows:

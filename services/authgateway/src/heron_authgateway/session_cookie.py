@@ -1,14 +1,36 @@
-"""The ``heron_session`` cookie: set after a login, cleared by a logout.
+"""The ``heron_session`` cookie: set after a login, cleared by a logout; and ``heron_sso``,
+which ties a single sign-on to the browser that started it.
 
-``HttpOnly; Secure; SameSite=Lax; Path=/`` and no ``Domain``: only the service's own domain
-gets it (docs/auth.md, "Sessions"). Written by hand so the attributes are exactly these.
+``HttpOnly; Secure; SameSite=Lax`` and no ``Domain``: only the service's own domain gets them
+(docs/auth.md, "Sessions"); ``heron_sso`` only under ``/.heron/auth/``, so it never leaves the
+gateway. Written by hand so the attributes are exactly these.
 """
+
+import hashlib
 
 from fastapi.responses import RedirectResponse, Response
 
-from heron_core.auth import SESSION_COOKIE
+from heron_core.auth import AUTH_PATH_PREFIX, SESSION_COOKIE
 
 _ATTRIBUTES = "Path=/; HttpOnly; Secure; SameSite=Lax"
+#: set when single sign-on starts, checked (and cleared) at the hand-off on the same domain
+SSO_COOKIE = "heron_sso"
+_SSO_ATTRIBUTES = f"Path={AUTH_PATH_PREFIX}; HttpOnly; Secure; SameSite=Lax"
+
+
+def binding_digest(binding: str) -> str:
+    """What the flow stores of the ``heron_sso`` value: never the value itself."""
+    return hashlib.sha256(binding.encode()).hexdigest()
+
+
+def set_sso_cookie(response: Response, binding: str, max_age_s: int) -> None:
+    response.headers.append(
+        "set-cookie", f"{SSO_COOKIE}={binding}; {_SSO_ATTRIBUTES}; Max-Age={max_age_s}"
+    )
+
+
+def clear_sso_cookie(response: Response) -> None:
+    response.headers.append("set-cookie", f"{SSO_COOKIE}=; {_SSO_ATTRIBUTES}; Max-Age=0")
 
 
 def set_cookie(response: Response, token: str, max_age_s: int) -> None:

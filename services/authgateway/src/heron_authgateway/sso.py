@@ -6,27 +6,37 @@
    URI): the flow is taken once, the code exchanged and the ID token checked, the groups
    compared with the service's; a one-time hand-off code (60 s) goes to ``auth_flows``; 302
    back to the service's domain.
-3. ``GET /.heron/auth/session?code=`` on the service's domain: the code is taken once, the
-   session cookie set, 303 to the original path and query.
+3. ``GET /.heron/auth/session?code=`` on the service's domain: the code is taken once and,
+   if the browser holds the ``heron_sso`` cookie set at step 1 (the login is this browser's,
+   not one an attacker finished as themselves and sent as a link), the session cookie is set;
+   303 to the original path and query.
 
 Any replica can serve any step: all state is in NATS.
 """
 
+import hmac
 import secrets
 import time
 from typing import Annotated, cast
 from urllib.parse import urlencode
 
 import structlog
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Cookie, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
 from heron_authgateway import pages
 from heron_authgateway.flows import Handoff, SsoFlow
 from heron_authgateway.gateway import GatewayDep
 from heron_authgateway.oidc import Identity, OidcClient, OidcError, new_pkce
-from heron_authgateway.session_cookie import signed_in
+from heron_authgateway.session_cookie import (
+    SSO_COOKIE,
+    binding_digest,
+    clear_sso_cookie,
+    set_sso_cookie,
+    signed_in,
+)
 from heron_authgateway.visit import VisitDep
+from heron_bus.kv import AUTH_FLOWS_TTL_S
 from heron_core.auth import (
     SESSION_HANDOFF_PATH,
     SSO_CALLBACK_PATH,
@@ -68,6 +78,7 @@ async def start(
         )
     pkce = new_pkce()
     nonce = secrets.token_urlsafe(32)
+    binding = secrets.token_urlsafe(32)
     flow = SsoFlow(
         service_id=record.service_id,
         domain=record.domain,
@@ -75,6 +86,7 @@ async def start(
         rd=safe_return_path(rd),
         nonce=nonce,
         code_verifier=pkce.verifier,
+        binding=binding_digest(binding),
     )
     state = await gateway.backend().flows.put(flow)
     try:
@@ -87,7 +99,9 @@ async def start(
     except OidcError as exc:
         log.warning("identity provider unreachable", reason=exc.reason)
         return _provider_failed()
-    return RedirectResponse(url, status_code=302)
+    response = RedirectResponse(url, status_code=302)
+    set_sso_cookie(response, binding, int(AUTH_FLOWS_TTL_S))
+    return response
 
 
 @router.get(SSO_CALLBACK_PATH)
@@ -133,23 +147,41 @@ async def callback(
         name=identity.name,
         groups=identity.groups,
     )
-    handoff_code = await flows.put(Handoff(claims=claims, rd=flow.rd))
+    handoff_code = await flows.put(Handoff(claims=claims, rd=flow.rd, binding=flow.binding))
     query = urlencode({"code": handoff_code})
     return RedirectResponse(f"{flow.origin}{SESSION_HANDOFF_PATH}?{query}", status_code=302)
 
 
 @router.get(SESSION_HANDOFF_PATH)
-async def handoff(gateway: GatewayDep, visit: VisitDep, code: str = "") -> Response:
+async def handoff(
+    gateway: GatewayDep,
+    visit: VisitDep,
+    code: str = "",
+    sso_cookie: Annotated[str, Cookie(alias=SSO_COOKIE)] = "",
+) -> Response:
     backend = gateway.backend()
     taken = await backend.flows.take_handoff(code)
     if taken is None or taken.claims.svc != visit.service_id:
-        return _expired()
-    ttl_s, now = gateway.settings.session_ttl_s, int(time.time())
-    # the session starts now, with the key signing now: never outliving that key's record
-    claims = taken.claims.model_copy(update={"iat": now, "nbf": now, "exp": now + ttl_s})
-    token = sign_session(claims, await backend.keys.signing_key())
-    log.info("logged in", service_id=claims.svc, client=visit.client, method="sso")
-    return signed_in(token, ttl_s, taken.rd)
+        response = _expired()
+    elif not sso_cookie or not hmac.compare_digest(binding_digest(sso_cookie), taken.binding):
+        log.warning(
+            "single sign-on refused: the hand-off came to another browser",
+            service_id=taken.claims.svc, client=visit.client,
+        )  # fmt: skip
+        response = pages.message_page(
+            "Sign-in not completed",
+            "This sign-in was not started in this browser. Please sign in again from here.",
+            status=400,
+        )
+    else:
+        ttl_s, now = gateway.settings.session_ttl_s, int(time.time())
+        # the session starts now, with the key signing now: never outliving that key's record
+        claims = taken.claims.model_copy(update={"iat": now, "nbf": now, "exp": now + ttl_s})
+        token = sign_session(claims, await backend.keys.signing_key())
+        log.info("logged in", service_id=claims.svc, client=visit.client, method="sso")
+        response = signed_in(token, ttl_s, taken.rd)
+    clear_sso_cookie(response)
+    return response
 
 
 def _refusal(record: ServiceAuthRecord, identity: Identity) -> Response | None:

@@ -362,7 +362,8 @@ class Exchange:
             upgrade=self.upgrade,
             custom_headers=target.options.custom_headers,
             drop=service.auth_strip,
-            strip_session=service.auth is not None,
+            # for every service: a browser may still hold one from when the service had auth
+            strip_session=True,
             extra=admitted.extra if admitted is not None else (),
         )
         if admitted is not None:
