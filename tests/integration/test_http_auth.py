@@ -8,6 +8,7 @@ no session cookie, no client-sent ``X-Heron-*``), and what the gateway sees.
 """
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -220,17 +221,31 @@ async def test_an_sso_session_tells_the_backend_who_and_which_groups(
     assert headers["x-heron-groups"] == ["dev"]
 
 
+def edited_payload(token: str, **changes: Any) -> str:
+    """``token`` with claims changed in its payload, its header and signature kept."""
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    edited = base64.urlsafe_b64encode(json.dumps(claims | changes).encode()).rstrip(b"=")
+    return f"{header}.{edited.decode()}.{signature}"
+
+
 @pytest.mark.parametrize(
-    "bad", ["tampered", "expired", "other_service", "unknown_key", "old_version", "none"]
-)
+    "bad",
+    ["tampered", "edited", "expired", "other_service", "unknown_key", "wrong_key_for_kid",
+     "old_version", "none"],
+)  # fmt: skip
 async def test_a_bad_session_is_refused_browsers_redirected_scripts_401(
     edge: AuthEdge, pki: Pki, bad: str
 ) -> None:
+    impostor = SigningKey(kid=edge.key.kid, private_key=SigningKey.generate().private_key)
     tokens = {
         "tampered": session(edge.key)[:-6] + "AAAAAA",
+        # an old session with its settings version edited to the current one
+        "edited": edited_payload(session(edge.key, version="ver-0"), ver=VERSION),
         "expired": session(edge.key, now=time.time() - 7200),
         "other_service": session(edge.key, service="svc_api", domain=API_DOMAIN),
         "unknown_key": session(SigningKey.generate()),
+        "wrong_key_for_kid": session(impostor),  # a published kid, signed by another key
         "old_version": session(edge.key, version="ver-0"),
         "none": "",
     }

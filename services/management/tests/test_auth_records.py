@@ -17,6 +17,8 @@ from heron_bus import connect
 from heron_bus.bucket import Bucket
 from heron_bus.kv import AUTH_SERVICES
 from heron_core.auth import AuthMethod, ServiceAuthRecord
+from heron_management.db.engine import create_engine, session_factory
+from heron_management.db.tables import ServiceRow
 
 WITHIN_S = 10.0
 
@@ -71,7 +73,8 @@ async def test_a_protected_service_has_a_record_that_follows_its_settings(
         assert PasswordHasher().verify(first.pin_hash, "123456")
         assert "correct horse" not in first.model_dump_json()
 
-        # an unchanged save keeps the version; a new password gives a new one
+        # a new password gives a new version (that an unchanged save keeps it, and that every
+        # other setting changes it: test_every_auth_change_and_only_a_change_ends_the_sessions)
         same = await client.put(f"/api/services/{service_id}", json={**body, "auth": {
             "password_auth": {"enabled": True}, "pin_auth": {"enabled": True},
             "sso_auth": {"enabled": True, "groups": ["eng"]},
@@ -116,3 +119,61 @@ async def test_an_unprotected_service_has_no_record(api: RunningApi, account: Ac
     # once the protected one written after it is there, the open one would be too
     assert await record_of(api, marker.json()["id"], lambda r: r is not None)
     assert await record_of(api, open_service.json()["id"], lambda r: r is None) is None
+
+
+async def auth_revision(api: RunningApi, service_id: str) -> int:
+    engine = create_engine(api.database_url)
+    try:
+        async with session_factory(engine)() as session:
+            row = await session.get(ServiceRow, service_id)
+            assert row is not None
+            return row.auth_revision
+    finally:
+        await engine.dispose()
+
+
+async def test_every_auth_change_and_only_a_change_ends_the_sessions(
+    api: RunningApi, account: AccountSeed
+) -> None:
+    """The revision behind ``session_version``: a save that changes nothing keeps it, and any
+    change of the auth settings (not only a secret) moves it on, never back."""
+    sso = {"enabled": True, "groups": ["eng"]}
+    auth: dict[str, Any] = {
+        "password_auth": {"enabled": True, "password": "correct horse"},
+        "pin_auth": {"enabled": True, "pin": "123456"},
+        "sso_auth": sso,
+    }
+    kept = {"password_auth": {"enabled": True}, "pin_auth": {"enabled": True}, "sso_auth": sso}
+    steps: list[tuple[str, dict[str, Any], bool]] = [
+        ("an unchanged save (secrets kept)", kept, False),
+        ("another group", {**kept, "sso_auth": {"enabled": True, "groups": ["eng", "ops"]}}, True),
+        ("the PIN turned off", {**kept, "pin_auth": {"enabled": False}}, True),
+        (
+            "single sign-on turned off",
+            {**kept, "pin_auth": {"enabled": False}, "sso_auth": {"enabled": False}},
+            True,
+        ),
+        (
+            "the same again",
+            {**kept, "pin_auth": {"enabled": False}, "sso_auth": {"enabled": False}},
+            False,
+        ),
+        (
+            "back to the first settings",
+            kept | {"pin_auth": {"enabled": True, "pin": "123456"}},
+            True,
+        ),
+    ]
+    headers = {"Authorization": f"Token {account.tokens['owner']}"}
+    async with httpx.AsyncClient(base_url=api.base_url, headers=headers, timeout=30) as client:
+        body = service(account, auth=auth)
+        created = await client.post("/api/services", json=body)
+        assert created.status_code == 201, created.text
+        service_id = created.json()["id"]
+        revision = await auth_revision(api, service_id)
+        for what, settings, changes in steps:
+            saved = await client.put(f"/api/services/{service_id}", json={**body, "auth": settings})
+            assert saved.status_code == 200, f"{what}: {saved.text}"
+            now = await auth_revision(api, service_id)
+            assert now == revision + changes, f"{what}: revision {revision} -> {now}"
+            revision = now
