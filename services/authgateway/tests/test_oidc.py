@@ -332,6 +332,21 @@ async def test_key_rotation_at_the_provider(
     assert identity.groups == ["ops"]
 
 
+async def test_keys_older_than_their_max_age_are_fetched_again(
+    provider: OidcProvider, client: OidcClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So that a key the provider withdrew stops being accepted without a restart."""
+    await _login(provider, client, ALICE)
+    fetched_at = client._keys_at  # when the JWKS was last fetched
+    await _login(provider, client, ALICE)
+    assert client._keys_at == fetched_at  # fresh: used as it is
+    monkeypatch.setattr(oidc, "JWKS_MAX_AGE_S", 0.0)
+    monkeypatch.setattr(oidc, "JWKS_MIN_REFRESH_S", 0.0)
+    await _login(provider, client, ALICE)
+    assert client._keys_at is not None and fetched_at is not None
+    assert client._keys_at > fetched_at  # aged: fetched again
+
+
 @pytest.fixture(scope="module", params=["ES256", "EdDSA"])
 def provider_alg(request: pytest.FixtureRequest) -> Iterator[OidcProvider]:
     yield from _start(request.param)

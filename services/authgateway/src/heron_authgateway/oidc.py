@@ -38,6 +38,8 @@ from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 DISCOVERY_TTL_S = 3600.0
 #: an unknown ``kid`` fetches the JWKS again, but not more often than this
 JWKS_MIN_REFRESH_S = 30.0
+#: and so does a JWKS older than this: a key the provider withdrew stops being accepted
+JWKS_MAX_AGE_S = 3600.0
 #: the timeout of every HTTP request to the provider
 HTTP_TIMEOUT_S = 10.0
 #: clocks of the provider and the gateway may differ this much
@@ -231,11 +233,14 @@ class OidcClient:
         )
 
     async def _signing_keys(self, metadata: _Metadata, kid: str | None) -> list[_Key]:
-        """The provider's keys, fetched (again) when none is known yet or none is ``kid``."""
+        """The provider's keys, fetched (again) when none is known yet, none is ``kid``, or
+        they are older than ``JWKS_MAX_AGE_S``."""
 
         def known() -> bool:
-            return self._keys_at is not None and (
-                kid is None or any(key.kid == kid for key in self._keys)
+            return (
+                self._keys_at is not None
+                and time.monotonic() - self._keys_at < JWKS_MAX_AGE_S
+                and (kid is None or any(key.kid == kid for key in self._keys))
             )
 
         if known():
