@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from heron_authgateway.oidc import Identity
 from heron_bus.bucket import Bucket
 from heron_bus.connection import Bus
-from heron_bus.kv import AUTH_KEYS, AUTH_SERVICES
+from heron_bus.kv import AUTH_FLOWS, AUTH_KEYS, AUTH_SERVICES
 from heron_core.auth import ServiceAuthRecord, SigningKeyRecord
 from heron_core.sessions import PublicKeys, verify_session
 
@@ -225,3 +225,20 @@ async def published_keys(bus: Bus) -> PublicKeys:
             records.append(SigningKeyRecord.decode(entry.value))
     assert time.time() < min(r.expires_at.timestamp() for r in records)
     return PublicKeys(records)
+
+
+async def test_too_many_starts_from_one_address_get_429_and_write_nothing(
+    bus: Bus, start_gateway: StartGateway
+) -> None:
+    await publish(bus, groups=[])
+    async with start_gateway(**SSO) as app, client(app, FakeProvider([])) as http:
+        limit = app.state.gateway.sso_starts.limit
+        answers = [
+            (await http.get("/.heron/auth/sso", headers=edge())).status_code
+            for _ in range(limit + 1)
+        ]
+        flows = await Bucket.open(bus, AUTH_FLOWS)
+        stored = [key for key in await flows.keys() if key.startswith("state.")]
+
+    assert answers == [302] * limit + [429]
+    assert len(stored) == limit

@@ -58,6 +58,9 @@ class BucketDefinition:
     history: int = 1
     #: an entry older than this disappears; None: never
     ttl_s: float | None = None
+    #: the bucket's size limit (a write past it fails); None: none. For buckets that anonymous
+    #: visitors write to, so that a flood fails writes instead of filling NATS's disk
+    max_bytes: int | None = None
 
     def to_nats(self) -> KeyValueConfig:
         return KeyValueConfig(
@@ -65,6 +68,7 @@ class BucketDefinition:
             description=self.description,
             history=self.history,
             ttl=self.ttl_s,
+            max_bytes=self.max_bytes,
             storage=StorageType.FILE,
         )
 
@@ -98,6 +102,7 @@ AUTH_ATTEMPTS = BucketDefinition(
     AUTH_ATTEMPTS_BUCKET,
     "failed password and PIN attempts per service and client address (auth gateway replicas)",
     ttl_s=AUTH_ATTEMPTS_TTL_S,
+    max_bytes=64 * 1024 * 1024,
 )
 #: an OIDC login must come back from the provider within this time
 AUTH_FLOWS_TTL_S = 600.0
@@ -105,6 +110,7 @@ AUTH_FLOWS = BucketDefinition(
     AUTH_FLOWS_BUCKET,
     "OIDC logins in progress and one-time hand-off codes (auth gateway replicas)",
     ttl_s=AUTH_FLOWS_TTL_S,
+    max_bytes=64 * 1024 * 1024,
 )
 BUCKETS = (
     CERTIFICATES, ACME_CHALLENGES, LEASES, AUTH_KEYS, AUTH_SERVICES, AUTH_ATTEMPTS, AUTH_FLOWS,

@@ -169,10 +169,12 @@ def service_key(service_id: str) -> str:
 def address_key(service_id: str, address: str) -> str:
     """NATS keys allow ``[-/_=.a-zA-Z0-9]``: IPv6 colons become ``_``; a value that is not an
     IP address becomes a digest."""
-    return f"{_safe(service_id)}.addr.{_address_token(address)}"
+    return f"{_safe(service_id)}.addr.{address_token(address)}"
 
 
-def _address_token(address: str) -> str:
+def address_token(address: str) -> str:
+    """Whom a limit counts: an IPv4 address, an IPv6 /64 (one host's usual share), a digest of
+    anything else."""
     try:
         ip = ipaddress.ip_address(address.strip().strip("[]").split("%", 1)[0])
     except ValueError:

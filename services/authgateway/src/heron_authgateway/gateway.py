@@ -19,6 +19,7 @@ from heron_authgateway.flows import Flows
 from heron_authgateway.keys import KeyRing
 from heron_authgateway.registry import Registry
 from heron_authgateway.settings import LOCKOUT_CAP_S, AuthGatewaySettings
+from heron_authgateway.start_limit import StartLimit
 from heron_bus.bucket import Bucket
 from heron_bus.connection import Bus, connect
 from heron_bus.errors import BusError
@@ -49,6 +50,7 @@ class Gateway:
     ) -> None:
         self.settings = settings
         self.registry = Registry()
+        self.sso_starts = StartLimit()
         self._client_name = client_name
         self._backend: Backend | None = None
 

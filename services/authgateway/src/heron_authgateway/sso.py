@@ -76,6 +76,13 @@ async def start(
         return pages.message_page(
             "Bad request", "This address does not belong to the service.", status=400
         )
+    if not gateway.sso_starts.allow(visit.client, time.monotonic()):
+        log.warning("single sign-on start refused: too many", client=visit.client)
+        return pages.message_page(
+            "Too many sign-ins",
+            "Too many sign-ins were started from your address. Please wait a minute.",
+            status=429,
+        )
     pkce = new_pkce()
     nonce = secrets.token_urlsafe(32)
     binding = secrets.token_urlsafe(32)
