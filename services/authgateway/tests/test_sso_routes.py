@@ -7,8 +7,10 @@ from contextlib import AbstractAsyncContextManager
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
+from heron_authgateway import flows
 from heron_authgateway.oidc import Identity
 from heron_bus.bucket import Bucket
 from heron_bus.connection import Bus
@@ -237,8 +239,24 @@ async def test_too_many_starts_from_one_address_get_429_and_write_nothing(
             (await http.get("/.heron/auth/sso", headers=edge())).status_code
             for _ in range(limit + 1)
         ]
-        flows = await Bucket.open(bus, AUTH_FLOWS)
-        stored = [key for key in await flows.keys() if key.startswith("state.")]
+        bucket = await Bucket.open(bus, AUTH_FLOWS)
+        stored = [key for key in await bucket.keys() if key.startswith("state.")]
 
     assert answers == [302] * limit + [429]
     assert len(stored) == limit
+
+
+async def test_a_handoff_code_older_than_its_lifetime_gives_no_session(
+    bus: Bus, start_gateway: StartGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await publish(bus, groups=[])
+    async with start_gateway(**SSO) as app, client(app, FakeProvider([])) as http:
+        back, browser = await start_and_return(http, "/")
+        monkeypatch.setattr(flows, "HANDOFF_TTL_S", -1.0)  # as if the browser took too long
+        handoff = urlsplit(back.headers["location"])
+        late = await http.get(
+            handoff.path, params=parse_qs(handoff.query), headers=edge() | {"cookie": browser}
+        )
+
+    assert late.status_code == 400 and "expired or was already used" in late.text
+    assert "heron_session" not in late.headers.get("set-cookie", "")
