@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors
+from nats.js import JetStreamContext
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from heron_bus.connection import Bus
@@ -30,13 +31,14 @@ class Entry:
 
 
 class Bucket:
-    def __init__(self, kv: KeyValue, name: str) -> None:
+    def __init__(self, kv: KeyValue, name: str, js: JetStreamContext) -> None:
         self._kv = kv
+        self._js = js
         self.name = name
 
     @classmethod
     async def open(cls, bus: Bus, definition: BucketDefinition) -> "Bucket":
-        return cls(await ensure_bucket(bus, definition), definition.name)
+        return cls(await ensure_bucket(bus, definition), definition.name, bus.js)
 
     async def get(self, key: str) -> Entry | None:
         """The key's entry (value None if it was deleted); None if it never existed."""
@@ -55,7 +57,21 @@ class Bucket:
             try:
                 return list(await self._kv.keys())
             except nats.js.errors.NoKeysError:
-                return []
+                pass
+            # nats-py's listing can end before its first entry: when the server has sent every
+            # entry before the client asked how many were pending, it sees none pending and
+            # none received yet. So "none" is checked against the stream: the keys with any
+            # message, and of those the ones whose last message is a value, not a deletion.
+            prefix = f"$KV.{self.name}."
+            info = await self._js.stream_info(f"KV_{self.name}", subjects_filter=f"{prefix}>")
+            subjects = info.state.subjects or {}
+        found = []
+        for subject in subjects:
+            key = subject.removeprefix(prefix)
+            entry = await self.get(key)
+            if entry is not None and entry.value is not None:
+                found.append(key)
+        return found
 
     async def put(self, key: str, value: bytes) -> int:
         with self._translated(f"put {key!r}"):
