@@ -11,7 +11,7 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +25,6 @@ from edge_harness import (
     Pki,
     RawClient,
     Response,
-    backend_process,
     http_route,
     running_edge,
     running_forwarder,
@@ -86,17 +85,6 @@ class AuthEdge:
     plane: DataPlane
     gateway: FakeGateway
     key: SigningKey
-
-
-@pytest.fixture(scope="module")
-def backend() -> Iterator[int]:
-    with backend_process() as port:
-        yield port
-
-
-@pytest.fixture(scope="module")
-def pki() -> Pki:
-    return Pki()
 
 
 def routes(forwarder: Forwarder, backend: int) -> list[Route]:

@@ -8,7 +8,7 @@ edge's own error pages and timeouts, and the RFC 9112 answers to ambiguous frami
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,7 +19,6 @@ from edge_harness import (
     DOMAIN,
     Pki,
     RawClient,
-    backend_process,
     http_route,
     running_edge,
     running_forwarder,
@@ -31,17 +30,6 @@ from heron_core.types import PathRewrite
 from heron_edge.dataplane import DataPlane
 from heron_edge.http.proxy import HttpLimits
 from heron_edge.routes import RoutingTable
-
-
-@pytest.fixture(scope="module")
-def backend() -> Iterator[int]:
-    with backend_process() as port:
-        yield port
-
-
-@pytest.fixture(scope="module")
-def pki() -> Pki:
-    return Pki()
 
 
 @pytest_asyncio.fixture
