@@ -133,7 +133,7 @@ async def auth_revision(api: RunningApi, service_id: str) -> int:
 
 
 async def test_every_auth_change_and_only_a_change_ends_the_sessions(
-    api: RunningApi, account: AccountSeed
+    api: RunningApi, account: AccountSeed, owner_async: httpx.AsyncClient
 ) -> None:
     """The revision behind ``session_version``: a save that changes nothing keeps it, and any
     change of the auth settings (not only a secret) moves it on, never back."""
@@ -164,16 +164,16 @@ async def test_every_auth_change_and_only_a_change_ends_the_sessions(
             True,
         ),
     ]
-    headers = {"Authorization": f"Token {account.tokens['owner']}"}
-    async with httpx.AsyncClient(base_url=api.base_url, headers=headers, timeout=30) as client:
-        body = service(account, auth=auth)
-        created = await client.post("/api/services", json=body)
-        assert created.status_code == 201, created.text
-        service_id = created.json()["id"]
-        revision = await auth_revision(api, service_id)
-        for what, settings, changes in steps:
-            saved = await client.put(f"/api/services/{service_id}", json={**body, "auth": settings})
-            assert saved.status_code == 200, f"{what}: {saved.text}"
-            now = await auth_revision(api, service_id)
-            assert now == revision + changes, f"{what}: revision {revision} -> {now}"
-            revision = now
+    body = service(account, auth=auth)
+    created = await owner_async.post("/api/services", json=body)
+    assert created.status_code == 201, created.text
+    service_id = created.json()["id"]
+    revision = await auth_revision(api, service_id)
+    for what, settings, changes in steps:
+        saved = await owner_async.put(
+            f"/api/services/{service_id}", json={**body, "auth": settings}
+        )
+        assert saved.status_code == 200, f"{what}: {saved.text}"
+        now = await auth_revision(api, service_id)
+        assert now == revision + changes, f"{what}: revision {revision} -> {now}"
+        revision = now

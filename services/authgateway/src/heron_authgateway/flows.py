@@ -11,10 +11,11 @@ import secrets
 import time
 from typing import ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
 from heron_bus.bucket import Bucket
 from heron_bus.kv import AUTH_FLOWS_TTL_S
+from heron_core.kv import KvRecord
 from heron_core.sessions import SessionClaims
 
 #: the browser goes from the auth domain back to the service's domain within this
@@ -24,11 +25,8 @@ TOKEN_BYTES = 32
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 
-class _Stored(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
+class _Stored(KvRecord):
     prefix: ClassVar[str]
-    schema_version: int = 1
     created: float = Field(default_factory=time.time)
 
 
@@ -67,7 +65,7 @@ class Flows:
     async def put(self, value: SsoFlow | Handoff) -> str:
         """Store ``value`` under a fresh random token; the token."""
         token = secrets.token_urlsafe(TOKEN_BYTES)
-        await self._bucket.put(f"{value.prefix}.{token}", value.model_dump_json().encode())
+        await self._bucket.put(f"{value.prefix}.{token}", value.encode())
         return token
 
     async def take_flow(self, state: str) -> SsoFlow | None:
@@ -86,8 +84,8 @@ class Flows:
         if not await self._bucket.delete(key, entry.revision):
             return None  # someone took it first
         try:
-            value = kind.model_validate_json(entry.value)
-        except ValidationError:
+            value = kind.decode(entry.value)
+        except ValueError:
             return None
         if time.time() - value.created > ttl_s:
             return None

@@ -23,24 +23,25 @@ def binding_digest(binding: str) -> str:
     return hashlib.sha256(binding.encode()).hexdigest()
 
 
+def _append(response: Response, cookie: str, attributes: str, max_age_s: int) -> None:
+    """``cookie`` is ``name=value`` (an empty value with ``max_age_s`` 0 clears it)."""
+    response.headers.append("set-cookie", f"{cookie}; {attributes}; Max-Age={max_age_s}")
+
+
 def set_sso_cookie(response: Response, binding: str, max_age_s: int) -> None:
-    response.headers.append(
-        "set-cookie", f"{SSO_COOKIE}={binding}; {_SSO_ATTRIBUTES}; Max-Age={max_age_s}"
-    )
+    _append(response, f"{SSO_COOKIE}={binding}", _SSO_ATTRIBUTES, max_age_s)
 
 
 def clear_sso_cookie(response: Response) -> None:
-    response.headers.append("set-cookie", f"{SSO_COOKIE}=; {_SSO_ATTRIBUTES}; Max-Age=0")
+    _append(response, f"{SSO_COOKIE}=", _SSO_ATTRIBUTES, 0)
 
 
 def set_cookie(response: Response, token: str, max_age_s: int) -> None:
-    response.headers.append(
-        "set-cookie", f"{SESSION_COOKIE}={token}; {_ATTRIBUTES}; Max-Age={max_age_s}"
-    )
+    _append(response, f"{SESSION_COOKIE}={token}", _ATTRIBUTES, max_age_s)
 
 
 def clear_cookie(response: Response) -> None:
-    response.headers.append("set-cookie", f"{SESSION_COOKIE}=; {_ATTRIBUTES}; Max-Age=0")
+    _append(response, f"{SESSION_COOKIE}=", _ATTRIBUTES, 0)
 
 
 def signed_in(token: str, max_age_s: int, return_path: str) -> Response:
