@@ -25,6 +25,7 @@ from heron_core.events import ServiceChanged
 from heron_core.tasks import spawn
 from heron_core.types import ChangeKind, ServiceMode
 from heron_management.db.engine import create_engine, migrate, session_factory
+from heron_management.db.tables import OutboxRow
 from heron_management.event_bus import NatsPublisher
 from heron_management.events import OutboxRelay
 
@@ -114,4 +115,43 @@ async def test_the_relay_stops_when_a_commit_wakes_it_as_it_is_cancelled(
     finally:
         task.cancel()
         await publisher.close()
+        await engine.dispose()
+
+
+class CancelTurnsIntoAnError:
+    """A publisher whose client turns a cancellation into its own error, as libraries do."""
+
+    def __init__(self) -> None:
+        self.publishing = asyncio.Event()
+
+    async def publish_serialized(self, subject: str, payload: bytes, *, msg_id: str) -> None:
+        del subject, payload, msg_id
+        self.publishing.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            raise ConnectionError("connection closed while publishing") from None
+
+
+async def test_the_relay_stops_when_a_cancellation_comes_out_as_another_error(
+    tmp_path: Path,
+) -> None:
+    """The relay retries every error for ever, but a cancellation that a library turned into
+    an error on its way out is still a request to stop."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'management.db'}")
+    await migrate(engine)
+    sessions = session_factory(engine)
+    async with sessions() as session:
+        session.add(OutboxRow(subject="heron.events.test", msg_id="m-1", payload="{}"))
+        await session.commit()
+    publisher = CancelTurnsIntoAnError()
+    task = spawn(OutboxRelay(sessions, publisher).run(), name="outbox-relay")
+    try:
+        async with asyncio.timeout(5):
+            await publisher.publishing.wait()
+        task.cancel()
+        await asyncio.wait({task}, timeout=5)
+        assert task.cancelled(), "the relay carried on after it was cancelled"
+    finally:
+        task.cancel()
         await engine.dispose()

@@ -1,5 +1,12 @@
-"""nats-py errors become heron_bus errors here, once; nothing else catches nats-py exceptions."""
+"""nats-py errors become heron_bus errors here, once; nothing else catches nats-py exceptions.
 
+Every nats-py call goes through ``translated``, which also gives back a cancellation nats-py
+swallowed: its requests wait with ``asyncio.wait_for``, which on Python 3.11 returns the answer
+when a cancellation arrives in the same turn of the loop as the answer (CPython gh-86296), and the
+task cancelled at shutdown would carry on as if nothing had been asked of it.
+"""
+
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -21,7 +28,25 @@ _UNAVAILABLE = (
 
 @contextmanager
 def translated(doing: str) -> Iterator[None]:
-    """Re-raise nats-py errors as heron_bus errors whose message starts with ``doing``."""
+    """Re-raise nats-py errors as heron_bus errors whose message starts with ``doing``, and a
+    cancellation of the calling task that nats-py swallowed as ``CancelledError``."""
+    task = asyncio.current_task()
+    cancels = task.cancelling() if task is not None else 0
+    try:
+        with _nats_errors(doing):
+            yield
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        if task is not None and task.cancelling() > cancels:
+            raise asyncio.CancelledError(f"{doing}: cancelled") from exc
+        raise
+    if task is not None and task.cancelling() > cancels:
+        raise asyncio.CancelledError(f"{doing}: cancelled")
+
+
+@contextmanager
+def _nats_errors(doing: str) -> Iterator[None]:
     try:
         yield
     except (nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError) as exc:

@@ -22,6 +22,7 @@ from heron_bus import Bus, BusError
 from heron_bus.bucket import Bucket
 from heron_bus.kv import AUTH_SERVICES
 from heron_core.auth import ServiceAuthRecord
+from heron_core.tasks import stop_if_cancelled
 from heron_core.types import ServiceMode
 from heron_management.db.tables import ServiceRow
 from heron_management.domain.stored_auth import StoredAuth
@@ -98,6 +99,7 @@ class AuthRecordsPublisher:
             except BusError:
                 raise
             except Exception as exc:  # noqa: BLE001  (the database: try again at the next notice or resync)
+                stop_if_cancelled(exc)
                 log.warning("auth records not synced", error=str(exc))
             with contextlib.suppress(TimeoutError):  # asyncio.timeout: see OutboxRelay.run
                 async with asyncio.timeout(RESYNC_S):

@@ -19,6 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from heron_bus import Bus, BusError, ensure_streams, events
 from heron_core.events import CertificateFailed, CertificateIssued, Event
+from heron_core.tasks import stop_if_cancelled
 from heron_management.certificates import record_failed, record_issued
 from heron_management.event_bus import connect_when_up
 
@@ -73,6 +74,7 @@ class CertificateEvents:
                 try:
                     await handle(self._sessions, delivery.event)
                 except Exception as exc:  # noqa: BLE001  (the database is away: see it again later)
+                    stop_if_cancelled(exc)
                     log.warning("certificate event not stored yet", durable=durable, error=str(exc))
                     with suppress(BusError):
                         await delivery.nak(RETRY_EVENT_S)

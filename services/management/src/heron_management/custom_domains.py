@@ -27,6 +27,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from heron_core.events import DomainChanged
 from heron_core.ids import new_id
+from heron_core.tasks import stop_if_cancelled
 from heron_core.types import AccountId, ChangeKind
 from heron_management.cname_lookup import CnameLookup
 from heron_management.db.columns import utcnow
@@ -196,6 +197,7 @@ class DomainVerifier:
             try:
                 await self.verify(domain_id)
             except Exception as exc:  # noqa: BLE001  (the database is away: the next round retries)
+                stop_if_cancelled(exc)
                 log.warning("custom domain not verified", domain_id=domain_id, error=str(exc))
 
     async def _recheck(self) -> None:
@@ -204,6 +206,7 @@ class DomainVerifier:
                 for domain_id in await self._due():
                     self.request(domain_id)
             except Exception as exc:  # noqa: BLE001  (the database is away: the next round retries)
+                stop_if_cancelled(exc)
                 log.warning("custom domains not rechecked", error=str(exc))
             await asyncio.sleep(self._recheck_s)
 

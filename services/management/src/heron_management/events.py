@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from heron_bus import subject_for
 from heron_core.events import Event
+from heron_core.tasks import stop_if_cancelled
 from heron_management.db.tables import OutboxRow
 
 log = structlog.get_logger(__name__)
@@ -89,6 +90,7 @@ class OutboxRelay:
             try:
                 published = await self.publish_pending()
             except Exception as exc:  # noqa: BLE001  (NATS or database trouble: retry, never die)
+                stop_if_cancelled(exc)
                 log.warning("outbox relay paused", error=str(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
