@@ -93,6 +93,19 @@ async def run_json(ns: Namespace, script: str, *args: str) -> dict[str, Any]:
     return result
 
 
+class Miss:
+    """A check's "not yet" that says what it saw: false, unlike the status or text it carries."""
+
+    def __init__(self, seen: object) -> None:
+        self.seen = seen
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"not yet: {self.seen!r}"
+
+
 async def wait_for(
     what: str, check: Callable[[], Awaitable[Any]], within_s: float, tail: Callable[[], str]
 ) -> Any:

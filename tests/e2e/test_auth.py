@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 import pytest_asyncio
 from browser import chromium
-from e2e_support import PYTHON, Hosts, free_subnet, stack_with_agent
+from e2e_support import PYTHON, Hosts, Miss, free_subnet, stack_with_agent
 from oidc_provider import ALICE, BOB, OidcProvider, User, free_port
 from playwright.async_api import BrowserContext, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
@@ -83,14 +83,15 @@ async def publish(stack: Hosts, name: str, auth: dict[str, Any], *ready_with: st
         )  # fmt: skip
         assert created.status_code == 201, created.text
 
-    async def served() -> bool | int:
+    async def served() -> bool | Miss:
         if ready_with:
-            return (await curl(stack, host, "/", *ready_with))[0] == 200
+            status = (await curl(stack, host, "/", *ready_with))[0]
+            return status == 200 or Miss(status)
         status, headers, _ = await curl(stack, host, "/", "Accept: text/html")
         if status != 302 or not headers.get("location", "").startswith(LOGIN):
-            return -status  # the status seen, in the failure message
+            return Miss(status)
         status, _, _ = await curl(stack, host, headers["location"])
-        return status in (200, 302) or -status
+        return status in (200, 302) or Miss(status)
 
     await stack.eventually(f"{host} behind its login", served, within_s=30)
     return host
