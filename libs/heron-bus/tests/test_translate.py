@@ -6,6 +6,7 @@ import nats.errors
 import pytest
 
 from heron_bus._translate import translated
+from heron_bus.bucket import Bucket
 from heron_bus.errors import BusUnavailableError
 
 
@@ -63,3 +64,20 @@ async def test_a_timeout_around_the_call_still_reports_a_timeout() -> None:
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.01):
             await call(answer_despite_cancel)
+
+
+class SwallowingKv:
+    """A nats-py KeyValue whose ``get`` answers across a cancellation, as it does on 3.11."""
+
+    async def get(self, key: str) -> str:
+        del key
+        return await answer_despite_cancel()
+
+
+async def test_a_kv_bucket_keeps_a_cancellation_too() -> None:
+    bucket = Bucket(SwallowingKv(), "auth_keys", None)  # type: ignore[arg-type]
+    task = asyncio.get_running_loop().create_task(bucket.get("k"))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.wait({task}, timeout=5)
+    assert task.cancelled()

@@ -30,11 +30,18 @@ _UNAVAILABLE = (
 def translated(doing: str) -> Iterator[None]:
     """Re-raise nats-py errors as heron_bus errors whose message starts with ``doing``, and a
     cancellation of the calling task that nats-py swallowed as ``CancelledError``."""
+    with cancellation_kept(doing), _nats_errors(doing):
+        yield
+
+
+@contextmanager
+def cancellation_kept(doing: str) -> Iterator[None]:
+    """Raise ``CancelledError`` on the way out when the calling task was cancelled inside and
+    the cancellation came out as something else, or not at all."""
     task = asyncio.current_task()
     cancels = task.cancelling() if task is not None else 0
     try:
-        with _nats_errors(doing):
-            yield
+        yield
     except asyncio.CancelledError:
         raise
     except BaseException as exc:

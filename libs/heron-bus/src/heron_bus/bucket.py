@@ -14,6 +14,7 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
+from heron_bus._translate import cancellation_kept
 from heron_bus.connection import Bus
 from heron_bus.errors import BusError, BusUnavailableError
 from heron_bus.kv import BucketDefinition, ensure_bucket
@@ -130,7 +131,8 @@ class Bucket:
     @contextmanager
     def _translated(self, doing: str) -> Iterator[None]:
         try:
-            yield
+            with cancellation_kept(f"{doing} in KV bucket {self.name!r}"):
+                yield
         except (TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoServersError) as exc:
             raise BusUnavailableError(f"{doing} in KV bucket {self.name!r}: {exc!r}") from exc
         except nats.errors.Error as exc:
