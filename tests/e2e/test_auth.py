@@ -64,7 +64,10 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Hosts
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def browser(stack: Hosts) -> AsyncIterator[BrowserContext]:
-    async with chromium(host_rules={f"*.{DOMAIN}": stack.address}) as context:
+    # on the edge host, whose addresses stay put: see ``chromium``'s netns
+    async with chromium(
+        host_rules={f"*.{DOMAIN}": stack.address}, netns=stack.edge.name
+    ) as context:
         yield context
 
 

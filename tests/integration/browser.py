@@ -9,8 +9,10 @@ Playwright's own browser download), in a fresh profile that is thrown away after
 """
 
 import contextlib
+import shlex
 import tempfile
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 
 from playwright.async_api import BrowserContext, async_playwright
 
@@ -38,17 +40,34 @@ async def chromium(
     *,
     ignore_https_errors: bool = True,
     args: tuple[str, ...] = (),
+    netns: str | None = None,
 ) -> AsyncIterator[BrowserContext]:
     """A browser context of a freshly started headless Chromium; ``host_rules`` maps host names
-    to IP addresses (the browser resolves nothing else differently)."""
+    to IP addresses (the browser resolves nothing else differently).
+
+    ``netns``: run it in that network namespace. Chromium aborts what it is loading with
+    ``ERR_NETWORK_CHANGED`` when its namespace gains or loses an address, which the test's own
+    namespace does whenever a parallel test links or removes a namespace of its own.
+    """
     extra = list(args)
     if host_rules:
         extra.append(f"--host-resolver-rules={host_resolver_rules(host_rules)}")
-    with tempfile.TemporaryDirectory(prefix="heron-chromium-") as profile:
+    with (
+        tempfile.TemporaryDirectory(prefix="heron-chromium-") as profile,
+        tempfile.TemporaryDirectory(prefix="heron-chromium-bin-") as bin_dir,
+    ):
+        executable = CHROMIUM
+        if netns is not None:  # Playwright's pipes (descriptors 3 and 4) pass through ip netns
+            wrapper = Path(bin_dir) / "chromium"
+            wrapper.write_text(
+                f'#!/bin/sh\nexec ip netns exec {shlex.quote(netns)} {CHROMIUM} "$@"\n'
+            )
+            wrapper.chmod(0o755)
+            executable = str(wrapper)
         async with async_playwright() as playwright:
             context = await playwright.chromium.launch_persistent_context(
                 profile,
-                executable_path=CHROMIUM,
+                executable_path=executable,
                 headless=True,
                 args=[*CHROMIUM_ARGS, *extra],
                 ignore_https_errors=ignore_https_errors,
