@@ -72,10 +72,10 @@ async def browser(stack: Hosts) -> AsyncIterator[BrowserContext]:
 
 
 async def publish(stack: Hosts, name: str, auth: dict[str, Any], *ready_with: str) -> str:
-    """A service ``<name>.heron.test`` with ``auth`` in front of the peer's backend, once the
-    edge serves it: a browser is sent to a login page the gateway answers (the edge's table, the
-    gateway's record and the signing keys are in place) or, with ``ready_with`` headers, they
-    reach the backend."""
+    """A service ``<name>.heron.test`` with ``auth`` in front of the peer's backend, once it is
+    active and the edge serves it: a browser is sent to a login page the gateway answers (the
+    edge's table, the gateway's record and the signing keys are in place) or, with
+    ``ready_with`` headers, they reach the backend."""
     host = f"{name}.{DOMAIN}"
     async with stack.client() as client:
         created = await client.post(
@@ -85,6 +85,14 @@ async def publish(stack: Hosts, name: str, auth: dict[str, Any], *ready_with: st
                                "port": BACKEND_PORT}]},
         )  # fmt: skip
         assert created.status_code == 201, created.text
+
+        async def active() -> bool | Miss:
+            got = await client.get(f"/api/services/{created.json()['id']}")
+            status = got.json()["meta"]["status"]
+            return status == "active" or Miss(status)
+
+        # active: every worker of the edge has the service (one that lags would answer 404)
+        await stack.eventually(f"{host} active", active, within_s=30)
 
     async def served() -> bool | Miss:
         if ready_with:

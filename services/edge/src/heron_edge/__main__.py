@@ -51,6 +51,7 @@ class Plane(Protocol):
     @property
     def problems(self) -> list[str]: ...
     def publish(self, kind: str, payload: Any) -> None: ...
+    async def applied(self) -> bool: ...
     async def stop(self, grace_s: float) -> None: ...
 
 
@@ -76,6 +77,9 @@ class LocalPlane:
             self._plane.apply_challenges(payload)
         elif kind == "auth_keys":
             self._plane.apply_auth_keys(payload)
+
+    async def applied(self) -> bool:
+        return True  # ``publish`` applies at once
 
     async def stop(self, grace_s: float) -> None:
         await self._plane.stop(grace_s)
@@ -199,7 +203,7 @@ async def serve(settings: EdgeSettings, *, in_process: bool = False) -> None:
         on_table=on_table,
         on_synced=resend_statuses,
     )
-    reporter = StatusReporter(tunnel, has_certificate, link.send_status)
+    reporter = StatusReporter(tunnel, has_certificate, link.send_status, plane.applied)
 
     def problems() -> list[str]:
         found = list(plane.problems)

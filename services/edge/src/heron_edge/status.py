@@ -4,14 +4,17 @@ A service's tunnel is up when the WireGuard peer of at least one of its enabled 
 completed a handshake within the last 180 s (WireGuard's own reject-after time: an older
 session can no longer carry data). Facts are recomputed every few seconds and whenever the
 routing table changes, and only changes are sent; a new config stream gets them all again.
+A fact is sent once every data-plane worker has applied the table and certificates it was
+computed from (``applied``): "served" means served by whichever worker takes the connection.
 """
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from heron_core.tasks import stop_if_cancelled
 from heron_core.types import ServiceMode
 from heron_edge.management import ServiceFact
 from heron_edge.routes import Route, RoutingTable
@@ -29,12 +32,14 @@ class StatusReporter:
         tunnel: EdgeTunnel,
         has_certificate: Callable[[str], bool],
         send: Callable[[str, ServiceFact], bool],
+        applied: Callable[[], Awaitable[bool]],
         *,
         interval_s: float = 2.0,
     ) -> None:
         self._tunnel = tunnel
         self._has_certificate = has_certificate
         self._send = send
+        self._applied = applied
         self._interval_s = interval_s
         self._table = RoutingTable()
         self._sent: dict[str, ServiceFact] = {}
@@ -54,11 +59,12 @@ class StatusReporter:
 
     async def run(self) -> None:
         while True:
+            self._wake.clear()  # before: a table that comes during the report wakes the next
             try:
                 await self.report()
-            except Exception:
+            except Exception as exc:
+                stop_if_cancelled(exc)
                 log.exception("service status report failed")
-            self._wake.clear()
             try:
                 async with asyncio.timeout(self._interval_s):
                     await self._wake.wait()
@@ -69,10 +75,11 @@ class StatusReporter:
         handshakes, problem = await self._handshakes()
         now = datetime.now(UTC)
         table = self._table
-        for route in table.routes.values():
-            fact = self._fact(route, handshakes, problem, now)
-            if self._sent.get(route.id) != fact and self._send(route.id, fact):
-                self._sent[route.id] = fact
+        facts = {r.id: self._fact(r, handshakes, problem, now) for r in table.routes.values()}
+        await self._applied()  # every worker serves what these facts describe
+        for route_id, fact in facts.items():
+            if self._sent.get(route_id) != fact and self._send(route_id, fact):
+                self._sent[route_id] = fact
         for gone in set(self._sent) - set(table.routes):
             del self._sent[gone]
 

@@ -59,6 +59,7 @@ async def serve(settings: EdgeSettings, control_fd: int, index: int) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     stopped = loop.create_task(stop.wait())
+    applied = 0
     try:
         while True:
             message_task = loop.create_task(read_message(reader))
@@ -82,6 +83,8 @@ async def serve(settings: EdgeSettings, control_fd: int, index: int) -> int:
                 plane.apply_auth_keys(payload)
             else:
                 log.warning("unknown control message ignored", kind=kind)
+            applied += 1  # ignored ones too: the control process counts what it sent
+            writer.write(encode("applied", applied))
     except (ProtocolError, ConnectionError) as exc:
         log.error("control stream broke", error=str(exc))
     finally:

@@ -7,6 +7,12 @@ a 4-byte length and a pickle of ``(kind, payload)`` — both ends are this progr
 itself, so pickle is safe here. A worker that dies is restarted with backoff and gets the
 current state before it serves; the others keep serving meanwhile. A worker whose control
 socket closes (the control process died) stops on its own.
+
+A worker answers every message, once applied, with ``("applied", n)``: how many it has applied
+on this connection. ``WorkerPool.applied`` waits for those answers, so that what the edge
+reports to management (a service it serves) holds for every worker, not just the fastest: a
+new service answered by one worker and unknown to another for a moment would look served and
+then not.
 """
 
 import asyncio
@@ -30,6 +36,8 @@ log = structlog.get_logger(__name__)
 
 _LENGTH = struct.Struct("!I")
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+#: a worker applies a message in milliseconds; past this, ``applied`` stops waiting for it
+APPLIED_TIMEOUT_S = 5.0
 
 
 class ProtocolError(Exception):
@@ -70,6 +78,10 @@ class Worker:
         self.listening = False
         self.problem: str | None = None
         self._stopping = False
+        #: messages sent on the current connection, and how many the worker said it applied
+        self._sent = 0
+        self._applied = 0
+        self._progress = asyncio.Event()  # set on every answer and when the connection ends
 
     async def run(self) -> None:
         backoff = Backoff(initial_s=0.5, max_s=10.0, reset_after_s=30.0)
@@ -91,6 +103,11 @@ class Worker:
     def stopping(self) -> bool:
         return self._stopping
 
+    @property
+    def pid(self) -> int | None:
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
+
     async def _run_once(self) -> int | None:
         parent, child = socket.socketpair()
         try:
@@ -105,12 +122,16 @@ class Worker:
             child.close()
         reader, writer = await asyncio.open_connection(sock=parent)
         self._writer = writer
+        self._sent = self._applied = 0
         try:
             for kind, payload in list(self._state.items()):
                 self.send(kind, payload)
             while (message := await read_message(reader)) is not None:
                 kind, payload = message
-                if kind == "listening":
+                if kind == "applied" and isinstance(payload, int):
+                    self._applied = payload
+                    self._progress.set()
+                elif kind == "listening":
                     self.listening, self.problem = True, None
                     log.debug("edge worker listening", worker=self.index, ports=payload)
                 elif kind == "error":
@@ -120,6 +141,7 @@ class Worker:
         finally:
             self.listening = False
             self._writer = None
+            self._progress.set()
             writer.close()
         return await self._process.wait()
 
@@ -127,6 +149,15 @@ class Worker:
         writer = self._writer
         if writer is not None and not writer.is_closing():
             writer.write(encode(kind, payload))
+            self._sent += 1
+
+    async def applied(self) -> None:
+        """Return once the worker applied what was sent to it so far, or has no connection (a
+        worker that starts again is sent everything before it serves)."""
+        writer, wanted = self._writer, self._sent
+        while self._writer is writer and writer is not None and self._applied < wanted:
+            self._progress.clear()
+            await self._progress.wait()
 
     async def stop(self, grace_s: float) -> None:
         self._stopping = True
@@ -161,6 +192,11 @@ class WorkerPool:
     def problems(self) -> list[str]:
         return [f"worker {w.index}: {w.problem}" for w in self._workers if w.problem]
 
+    @property
+    def pids(self) -> list[int | None]:
+        """Each worker's process id while it runs."""
+        return [w.pid for w in self._workers]
+
     def start(self) -> None:
         os.environ.setdefault("PYTHONUNBUFFERED", "1")
         self._tasks = [
@@ -169,9 +205,19 @@ class WorkerPool:
 
     def publish(self, kind: str, payload: Any) -> None:
         self._state[kind] = payload
-        data_kind = kind
         for worker in self._workers:
-            worker.send(data_kind, payload)
+            worker.send(kind, payload)
+
+    async def applied(self, timeout_s: float = APPLIED_TIMEOUT_S) -> bool:
+        """Wait until every worker applied what was published so far; False (and a warning)
+        when one has not within ``timeout_s``."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.gather(*(worker.applied() for worker in self._workers))
+        except TimeoutError:
+            log.warning("an edge worker is slow to apply its configuration", timeout_s=timeout_s)
+            return False
+        return True
 
     async def stop(self, grace_s: float) -> None:
         await asyncio.gather(*(worker.stop(grace_s) for worker in self._workers))
