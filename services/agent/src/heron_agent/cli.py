@@ -63,6 +63,7 @@ def up(
         ),
         wireguard_port=settings.agent_wireguard_port or None,
         forwarder_port=settings.agent_forwarder_port,
+        tcp_fast_open=settings.agent_tcp_fast_open,
     )  # fmt: skip
     raise typer.Exit(run_until_signal(options))
 

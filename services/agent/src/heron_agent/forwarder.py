@@ -36,7 +36,7 @@ from heron_tunnel.header import (
     read_request_from_socket,
 )
 from heron_tunnel.relay import relay
-from heron_tunnel.sockets import connect
+from heron_tunnel.sockets import accept_fast_open, connect
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +67,9 @@ class ForwarderLimits:
     udp_idle_timeout_s: float = 600.0
     #: streams at once; more are answered INTERNAL and closed
     max_streams: int = 4096
+    #: let edges send a stream's header with its SYN (TCP Fast Open, with cookies); turns on the
+    #: listener bit of net.ipv4.tcp_fastopen when it is off
+    fast_open: bool = False
 
 
 class _DialError(Exception):
@@ -112,6 +115,11 @@ class Forwarder:
             raise OSError(
                 exc.errno, f"the forwarder cannot listen on {host}:{port}: {exc}"
             ) from exc
+        why_not = (
+            accept_fast_open(listener, enable_in_kernel=True) if self._limits.fast_open else None
+        )
+        if why_not is not None:
+            log.info("forwarder without TCP Fast Open", reason=why_not)
         self._listener = listener
         self._lines = LineLogger(__name__)  # logging is configured by now
         self._accepting = True

@@ -20,7 +20,7 @@ import uvloop
 
 from heron_agent import __version__
 from heron_agent.allowed import AllowedTargets
-from heron_agent.forwarder import DEFAULT_PORT, Forwarder
+from heron_agent.forwarder import DEFAULT_PORT, Forwarder, ForwarderLimits
 from heron_agent.management import EdgePeer, ManagementClient, ManagementError, SyncStream
 from heron_agent.state import Login, StateDir, Status, now_iso
 from heron_agent.tunnel import AgentTunnel
@@ -48,6 +48,7 @@ class UpOptions:
     hostname: str = socket.gethostname()
     wireguard_port: int | None = None
     forwarder_port: int = DEFAULT_PORT
+    tcp_fast_open: bool = True
 
 
 class AgentStoppedError(HeronError):
@@ -102,7 +103,7 @@ async def run_up(options: UpOptions) -> None:
             listen_port=options.wireguard_port,
         )  # fmt: skip
         await tunnel.up()
-        forwarder = Forwarder(agent.allowed)
+        forwarder = Forwarder(agent.allowed, ForwarderLimits(fast_open=options.tcp_fast_open))
         try:
             await forwarder.start(login.overlay_address, options.forwarder_port)
             calm_garbage_collector()  # the forwarder is the hot path from here on

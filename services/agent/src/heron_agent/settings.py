@@ -41,3 +41,8 @@ class AgentSettings(HeronSettings):
         le=65535,
         description="forwarder TCP port on the overlay address",
     )
+    agent_tcp_fast_open: bool = Field(
+        default=True,
+        description="edges may send a stream's header with its SYN (TCP Fast Open, with "
+        "cookies); sets the listener bit of net.ipv4.tcp_fastopen when it is off",
+    )

@@ -15,13 +15,20 @@ from dataclasses import dataclass
 from heron_core.errors import HeronError
 from heron_tunnel.header import (
     ForwardRequest,
+    ForwardResponse,
     ForwardStatus,
     HeaderError,
     Protocol,
     encode_request,
     read_response_from_socket,
 )
-from heron_tunnel.sockets import connect, delay_acks
+from heron_tunnel.sockets import (
+    connect,
+    delay_acks,
+    is_connected,
+    request_fast_open,
+    wait_connected,
+)
 
 #: the agent's forwarder port when its peer reports none
 DEFAULT_FORWARDER_PORT = 51821
@@ -29,6 +36,8 @@ DEFAULT_FORWARDER_PORT = 51821
 TUNNEL_CONNECT_TIMEOUT_S = 5.0
 #: the agent resolves and dials the target before it answers: its own connect timeout, plus slack
 ANSWER_TIMEOUT_S = 15.0
+#: what a failed connection to the agent says when the header left with the SYN
+_UNREACHABLE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
 
 
 @dataclass(frozen=True)
@@ -74,40 +83,115 @@ async def open_stream(
         sock.settimeout(0.0)  # non-blocking
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         delay_acks(sock)  # the handshake's last ACK rides on the header
+        address = (target.peer_overlay_address, target.forwarder_port)
         try:
-            await connect(
-                loop, sock, (target.peer_overlay_address, target.forwarder_port), connect_timeout_s
+            in_syn = await _connect_and_send(
+                loop, sock, address, encode_request(request), connect_timeout_s
             )
         except TimeoutError:
-            raise TunnelError(
-                ForwardStatus.CONNECT_TIMEOUT,
-                f"the agent at {_agent(target)} did not answer within {connect_timeout_s:g} s "
-                "(is the peer's tunnel up?)",
-            ) from None
+            raise _connect_timeout(target, connect_timeout_s) from None
         except OSError as exc:
-            raise TunnelError(
-                ForwardStatus.UNREACHABLE,
-                f"cannot reach the agent at {_agent(target)}: {exc.strerror or exc}",
-            ) from None
-        delay_acks(sock)  # the answer and the first bytes need no ACK of their own
+            raise _unreachable(target, exc) from None
         try:
-            header = encode_request(request)
-            if sock.send(header) < len(header):  # an empty send buffer takes it whole
-                raise OSError(errno.EIO, "the forward request did not fit in the send buffer")
-            response = await read_response_from_socket(loop, sock, answer_timeout_s)
+            response = await _read_answer(loop, sock, in_syn, connect_timeout_s, answer_timeout_s)
+        except _NoHandshakeError:
+            raise _connect_timeout(target, connect_timeout_s) from None
         except HeaderError as exc:
             raise TunnelError(exc.status, f"the agent at {_agent(target)}: {exc.message}") from None
         except OSError as exc:
+            if exc.errno in _UNREACHABLE:
+                raise _unreachable(target, exc) from None
             raise TunnelError(
                 ForwardStatus.UNREACHABLE,
                 f"the agent at {_agent(target)} dropped the stream: {exc}",
             ) from None
         if not response.ok:
             raise TunnelError(response.status, response.message or response.status.name)
+        if in_syn:
+            delay_acks(sock)  # connected now: the first bytes' ACKs ride on the answers
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+async def _connect_and_send(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    address: tuple[str, int],
+    header: bytes,
+    connect_timeout_s: float,
+) -> bool:
+    """Connect ``sock`` and send ``header``: True when it left with the SYN (TCP Fast Open)
+    and the handshake may still be under way."""
+    sent = 0
+    if request_fast_open(sock):
+        try:
+            sock.connect(address)  # returns at once: the SYN waits for the first send
+            sent = sock.send(header)
+        except BlockingIOError:  # no cookie for this agent yet: a SYN asking for one left
+            sent = 0
+        if sent == len(header):
+            return True
+        await wait_connected(loop, sock, connect_timeout_s)
+    else:
+        await connect(loop, sock, address, connect_timeout_s)
+    delay_acks(sock)  # the answer and the first bytes need no ACK of their own
+    rest = header[sent:]
+    if sock.send(rest) < len(rest):  # an empty send buffer takes it whole
+        raise OSError(errno.EIO, "the forward request did not fit in the send buffer")
+    return False
+
+
+class _NoHandshakeError(Exception):
+    """The header left with the SYN, and no handshake completed within the connect timeout."""
+
+
+async def _read_answer(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    in_syn: bool,
+    connect_timeout_s: float,
+    answer_timeout_s: float,
+) -> ForwardResponse:
+    """The agent's answer; when the header left with the SYN, the connect timeout still holds
+    for the handshake (the agent may be unreachable: then the answer never comes)."""
+    if not in_syn:
+        return await read_response_from_socket(loop, sock, answer_timeout_s)
+    no_handshake = False
+    try:
+        async with asyncio.timeout(None) as deadline:
+
+            def check() -> None:
+                nonlocal no_handshake
+                if not is_connected(sock):
+                    no_handshake = True
+                    deadline.reschedule(loop.time())
+
+            timer = loop.call_later(connect_timeout_s, check)
+            try:
+                return await read_response_from_socket(loop, sock, answer_timeout_s)
+            finally:
+                timer.cancel()
+    except TimeoutError:
+        if no_handshake:
+            raise _NoHandshakeError from None
+        raise
+
+
+def _connect_timeout(target: StreamTarget, timeout_s: float) -> TunnelError:
+    return TunnelError(
+        ForwardStatus.CONNECT_TIMEOUT,
+        f"the agent at {_agent(target)} did not answer within {timeout_s:g} s "
+        "(is the peer's tunnel up?)",
+    )
+
+
+def _unreachable(target: StreamTarget, exc: OSError) -> TunnelError:
+    return TunnelError(
+        ForwardStatus.UNREACHABLE,
+        f"cannot reach the agent at {_agent(target)}: {exc.strerror or exc}",
+    )
 
 
 def _agent(target: StreamTarget) -> str:
