@@ -48,6 +48,8 @@ async def connect(
         return
     if code not in _IN_PROGRESS:
         raise OSError(code, os.strerror(code))
+    if is_connected(sock):  # loopback: the handshake is over by the time connect returns
+        return
     await wait_connected(loop, sock, timeout_s)
 
 
