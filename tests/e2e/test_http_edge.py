@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest_asyncio
 import trustme
-from e2e_support import PYTHON, Hosts, free_subnet, stack_with_agent
+from e2e_support import PYTHON, Hosts, Miss, free_subnet, stack_with_agent
 
 TOKEN = "hrn_" + secrets.token_urlsafe(30)
 DOMAIN = "heron.test"
@@ -163,9 +163,9 @@ async def test_an_http_service_is_served_over_https_through_the_tunnel(edge: Edg
     async with edge.client() as client:
         assert (await client.post(f"{url}/disable")).status_code == 200
 
-    async def gone() -> bool | int:
+    async def gone() -> bool | Miss:
         status = (await edge.curl(app, "/")).status
-        return True if status == 404 else -status  # the status seen, in the failure message
+        return status == 404 or Miss(status)
 
     await edge.eventually("a 404 after disabling", gone, within_s=2)
     async with edge.client() as client:
