@@ -30,7 +30,7 @@ def fast_open_sysctl() -> int:
     return int(Path("/proc/sys/net/ipv4/tcp_fastopen").read_text())
 
 
-async def unanswered_syn(loop: asyncio.AbstractEventLoop) -> str:
+async def unanswered_syn(loop: asyncio.AbstractEventLoop, answer_timeout_s: float = 15.0) -> str:
     """A stream to an agent whose accept queue is full, so that its SYN (with the header and
     the cookie) is dropped: the connect timeout must still say so."""
     with socket.socket() as full:
@@ -44,7 +44,12 @@ async def unanswered_syn(loop: asyncio.AbstractEventLoop) -> str:
         target = StreamTarget("127.0.0.1", "", 9, forwarder_port=full.getsockname()[1])
         started = loop.time()
         try:
-            await open_stream(target, ("192.0.2.7", 40999), connect_timeout_s=0.5)
+            await open_stream(
+                target,
+                ("192.0.2.7", 40999),
+                connect_timeout_s=0.5,
+                answer_timeout_s=answer_timeout_s,
+            )
         except TunnelError as exc:
             return f"{exc.status.name} after {loop.time() - started:.1f} s: {exc.message}"
         finally:
@@ -77,10 +82,13 @@ async def main(fast_open: bool) -> None:
     await forwarder.close(grace_s=1)
     server.close()
     unanswered = await unanswered_syn(loop)
+    # an answer timeout shorter than the connect timeout: still no handshake, not a bad header
+    unanswered_short = await unanswered_syn(loop, answer_timeout_s=0.3)
     print(json.dumps({
         "replies": replies,
         "sysctl": fast_open_sysctl(),
         "unanswered": unanswered,
+        "unanswered_short": unanswered_short,
         "passive": after["TCPFastOpenPassive"] - before["TCPFastOpenPassive"],
         "active": after["TCPFastOpenActive"] - before["TCPFastOpenActive"],
         "cookie_requests": after["TCPFastOpenCookieReqd"] - before["TCPFastOpenCookieReqd"],

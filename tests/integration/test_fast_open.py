@@ -31,6 +31,8 @@ async def test_after_the_first_stream_the_header_rides_on_the_syn() -> None:
     unanswered = str(result["unanswered"])
     assert unanswered.startswith("CONNECT_TIMEOUT after 0.5 s"), unanswered
     assert "did not answer within 0.5 s" in unanswered
+    short = str(result["unanswered_short"])
+    assert short.startswith("CONNECT_TIMEOUT after 0.3 s"), short
 
 
 async def test_without_fast_open_every_stream_shakes_hands_first() -> None:

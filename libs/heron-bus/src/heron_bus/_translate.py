@@ -42,9 +42,7 @@ def cancellation_kept(doing: str) -> Iterator[None]:
     cancels = task.cancelling() if task is not None else 0
     try:
         yield
-    except asyncio.CancelledError:
-        raise
-    except BaseException as exc:
+    except Exception as exc:  # CancelledError, KeyboardInterrupt, SystemExit go on as they are
         if task is not None and task.cancelling() > cancels:
             raise asyncio.CancelledError(f"{doing}: cancelled") from exc
         raise

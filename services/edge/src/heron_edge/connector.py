@@ -18,6 +18,7 @@ from heron_tunnel.header import (
     ForwardResponse,
     ForwardStatus,
     HeaderError,
+    HeaderTimeoutError,
     Protocol,
     encode_request,
     read_response_from_socket,
@@ -171,6 +172,10 @@ async def _read_answer(
             timer = loop.call_later(connect_timeout_s, check)
             try:
                 return await read_response_from_socket(loop, sock, answer_timeout_s)
+            except HeaderTimeoutError:
+                if not is_connected(sock):  # a short answer timeout ran out first
+                    raise _NoHandshakeError from None
+                raise
             finally:
                 timer.cancel()
     except TimeoutError:
