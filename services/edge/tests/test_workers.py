@@ -4,7 +4,7 @@ import asyncio
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import pytest_asyncio
@@ -18,6 +18,12 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+async def until(check: Callable[[], bool], within_s: float = 30) -> None:
+    async with asyncio.timeout(within_s):
+        while not check():  # noqa: ASYNC110  # polling the pool's view of its workers
+            await asyncio.sleep(0.005)
 
 
 @pytest_asyncio.fixture
@@ -60,3 +66,15 @@ async def test_applied_waits_for_a_worker_that_is_behind(pool: WorkerPool) -> No
     assert not await pool.applied(timeout_s=0.5)
     os.kill(stalled, signal.SIGCONT)
     assert await pool.applied(timeout_s=10)
+
+
+async def test_a_restarted_worker_listens_only_once_it_has_the_state(pool: WorkerPool) -> None:
+    pool.publish("table", RoutingTable())
+    assert await pool.applied(timeout_s=10)
+    killed = pool.pids[1]
+    assert killed is not None
+    os.kill(killed, signal.SIGKILL)
+    await until(lambda: pool.pids[1] != killed and not pool.listening)  # restarted, not up
+    await until(lambda: pool.listening)
+    # "listening" came after the answers for the state (one stream, in order)
+    assert pool.behind == []

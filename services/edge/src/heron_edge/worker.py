@@ -25,7 +25,7 @@ from heron_edge.dataplane import DataPlane
 from heron_edge.http.proxy import ProxyContext
 from heron_edge.l4.context import L4Context
 from heron_edge.settings import EdgeSettings
-from heron_edge.workers import ProtocolError, encode, read_message
+from heron_edge.workers import REPLAYED, ProtocolError, encode, read_message
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +45,21 @@ async def serve(settings: EdgeSettings, control_fd: int, index: int) -> int:
         serve_udp=index == 0,
         health_port=settings.health_port,
     )
+    applied = 0
+    # the state first, then the ports: a restarted worker never answers with an empty table
+    try:
+        while (message := await read_message(reader)) is not None:
+            applied += 1
+            if message[0] == REPLAYED:
+                writer.write(encode("applied", applied))
+                break
+            _apply(plane, *message)
+            writer.write(encode("applied", applied))
+        else:
+            return 0  # the control process is gone
+    except (ProtocolError, ConnectionError) as exc:
+        log.error("control stream broke", error=str(exc))
+        return 1
     try:
         await plane.start()
     except OSError as exc:
@@ -59,7 +74,6 @@ async def serve(settings: EdgeSettings, control_fd: int, index: int) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     stopped = loop.create_task(stop.wait())
-    applied = 0
     try:
         while True:
             message_task = loop.create_task(read_message(reader))
@@ -72,17 +86,7 @@ async def serve(settings: EdgeSettings, control_fd: int, index: int) -> int:
             message = message_task.result()
             if message is None:
                 break  # the control process is gone
-            kind, payload = message
-            if kind == "table":
-                plane.apply_table(payload)
-            elif kind == "certificates":
-                plane.apply_certificates(payload)
-            elif kind == "challenges":
-                plane.apply_challenges(payload)
-            elif kind == "auth_keys":
-                plane.apply_auth_keys(payload)
-            else:
-                log.warning("unknown control message ignored", kind=kind)
+            _apply(plane, *message)
             applied += 1  # ignored ones too: the control process counts what it sent
             writer.write(encode("applied", applied))
     except (ProtocolError, ConnectionError) as exc:
@@ -91,6 +95,19 @@ async def serve(settings: EdgeSettings, control_fd: int, index: int) -> int:
         await plane.stop(SHUTDOWN_GRACE_S)
         writer.close()
     return 0
+
+
+def _apply(plane: DataPlane, kind: str, payload: object) -> None:
+    if kind == "table":
+        plane.apply_table(payload)  # type: ignore[arg-type]  # the control process's own types
+    elif kind == "certificates":
+        plane.apply_certificates(payload)  # type: ignore[arg-type]
+    elif kind == "challenges":
+        plane.apply_challenges(payload)  # type: ignore[arg-type]
+    elif kind == "auth_keys":
+        plane.apply_auth_keys(payload)  # type: ignore[arg-type]
+    else:
+        log.warning("unknown control message ignored", kind=kind)
 
 
 def main() -> None:

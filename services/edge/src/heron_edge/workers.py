@@ -5,7 +5,7 @@ The control process (config stream, WireGuard, certificates) starts ``count`` wo
 each one's copy of the routing table and certificates current over a socketpair: a message is
 a 4-byte length and a pickle of ``(kind, payload)`` — both ends are this program, started by
 itself, so pickle is safe here. A worker that dies is restarted with backoff and gets the
-current state before it serves; the others keep serving meanwhile. A worker whose control
+current state (then ``replayed``) before it listens; the others keep serving meanwhile. A worker whose control
 socket closes (the control process died) stops on its own.
 
 A worker answers every message, once applied, with ``("applied", n)``: how many it has applied
@@ -38,6 +38,8 @@ _LENGTH = struct.Struct("!I")
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 #: a worker applies a message in milliseconds; past this, ``applied`` stops waiting for it
 APPLIED_TIMEOUT_S = 5.0
+#: follows the current state sent to a (re)started worker, which listens only after it
+REPLAYED = "replayed"
 
 
 class ProtocolError(Exception):
@@ -104,6 +106,10 @@ class Worker:
         return self._stopping
 
     @property
+    def behind(self) -> bool:
+        return self._writer is not None and self._applied < self._sent
+
+    @property
     def pid(self) -> int | None:
         process = self._process
         return process.pid if process is not None and process.returncode is None else None
@@ -126,6 +132,7 @@ class Worker:
         try:
             for kind, payload in list(self._state.items()):
                 self.send(kind, payload)
+            self.send(REPLAYED, None)
             while (message := await read_message(reader)) is not None:
                 kind, payload = message
                 if kind == "applied" and isinstance(payload, int):
@@ -191,6 +198,11 @@ class WorkerPool:
     @property
     def problems(self) -> list[str]:
         return [f"worker {w.index}: {w.problem}" for w in self._workers if w.problem]
+
+    @property
+    def behind(self) -> list[int]:
+        """The workers that have not yet applied everything sent to them."""
+        return [w.index for w in self._workers if w.behind]
 
     @property
     def pids(self) -> list[int | None]:
