@@ -69,14 +69,7 @@ class LocalPlane:
         self.listening = True
 
     def publish(self, kind: str, payload: Any) -> None:
-        if kind == "table":
-            self._plane.apply_table(payload)
-        elif kind == "certificates":
-            self._plane.apply_certificates(payload)
-        elif kind == "challenges":
-            self._plane.apply_challenges(payload)
-        elif kind == "auth_keys":
-            self._plane.apply_auth_keys(payload)
+        self._plane.apply(kind, payload)
 
     async def applied(self) -> bool:
         return True  # ``publish`` applies at once

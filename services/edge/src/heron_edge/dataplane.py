@@ -98,6 +98,21 @@ class DataPlane:
         port: int = self._http_server.sockets[0].getsockname()[1]
         return port
 
+    def apply(self, kind: str, payload: object) -> bool:
+        """Apply one message of the control process (``WorkerPool.publish``'s kinds); False
+        for a kind this plane does not know."""
+        if kind == "table":
+            self.apply_table(cast("RoutingTable", payload))
+        elif kind == "certificates":
+            self.apply_certificates(cast("CertificateSnapshot", payload))
+        elif kind == "challenges":
+            self.apply_challenges(cast("ChallengeAnswers", payload))
+        elif kind == "auth_keys":
+            self.apply_auth_keys(cast("Iterable[SigningKeyRecord]", payload))
+        else:
+            return False
+        return True
+
     def apply_table(self, table: RoutingTable) -> None:
         self.ctx.set_table(table)
         self.l4.apply(table)

@@ -46,15 +46,20 @@ async def serve(settings: EdgeSettings, control_fd: int, index: int) -> int:
         health_port=settings.health_port,
     )
     applied = 0
+
+    def take(kind: str, payload: object) -> None:
+        nonlocal applied
+        if kind != REPLAYED and not plane.apply(kind, payload):
+            log.warning("unknown control message ignored", kind=kind)
+        applied += 1  # every message counts: the control process counts what it sent
+        writer.write(encode("applied", applied))
+
     # the state first, then the ports: a restarted worker never answers with an empty table
     try:
         while (message := await read_message(reader)) is not None:
-            applied += 1
+            take(*message)
             if message[0] == REPLAYED:
-                writer.write(encode("applied", applied))
                 break
-            _apply(plane, *message)
-            writer.write(encode("applied", applied))
         else:
             return 0  # the control process is gone
     except (ProtocolError, ConnectionError) as exc:
@@ -86,28 +91,13 @@ async def serve(settings: EdgeSettings, control_fd: int, index: int) -> int:
             message = message_task.result()
             if message is None:
                 break  # the control process is gone
-            _apply(plane, *message)
-            applied += 1  # ignored ones too: the control process counts what it sent
-            writer.write(encode("applied", applied))
+            take(*message)
     except (ProtocolError, ConnectionError) as exc:
         log.error("control stream broke", error=str(exc))
     finally:
         await plane.stop(SHUTDOWN_GRACE_S)
         writer.close()
     return 0
-
-
-def _apply(plane: DataPlane, kind: str, payload: object) -> None:
-    if kind == "table":
-        plane.apply_table(payload)  # type: ignore[arg-type]  # the control process's own types
-    elif kind == "certificates":
-        plane.apply_certificates(payload)  # type: ignore[arg-type]
-    elif kind == "challenges":
-        plane.apply_challenges(payload)  # type: ignore[arg-type]
-    elif kind == "auth_keys":
-        plane.apply_auth_keys(payload)  # type: ignore[arg-type]
-    else:
-        log.warning("unknown control message ignored", kind=kind)
 
 
 def main() -> None:

@@ -5,8 +5,8 @@ The control process (config stream, WireGuard, certificates) starts ``count`` wo
 each one's copy of the routing table and certificates current over a socketpair: a message is
 a 4-byte length and a pickle of ``(kind, payload)`` — both ends are this program, started by
 itself, so pickle is safe here. A worker that dies is restarted with backoff and gets the
-current state (then ``replayed``) before it listens; the others keep serving meanwhile. A worker whose control
-socket closes (the control process died) stops on its own.
+current state (then ``replayed``) before it listens; the others keep serving meanwhile. A
+worker whose control socket closes (the control process died) stops on its own.
 
 A worker answers every message, once applied, with ``("applied", n)``: how many it has applied
 on this connection. ``WorkerPool.applied`` waits for those answers, so that what the edge
