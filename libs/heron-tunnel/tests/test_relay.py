@@ -325,3 +325,49 @@ def test_the_relay_runs_on_uvloop(open_chain: Callable[..., Chain]) -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
+
+
+def segments_out(sock: socket.socket) -> int:
+    """TCP segments ``sock`` has sent (``tcpi_segs_out`` of Linux's ``struct tcp_info``)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return int(struct.unpack_from("I", info, 136)[0])
+
+
+async def test_a_reply_and_its_close_leave_in_one_segment(
+    open_chain: Callable[..., Chain],
+) -> None:
+    """A server that answers and closes at once (a banner, an HTTP/1.0 reply): the relay passes
+    the bytes and the FIN on as one segment, not two (through the tunnel, a packet each)."""
+    chain = open_chain()
+    loop = asyncio.get_running_loop()
+    await send_and_shut(chain.server, b"hello from the server\n")
+    await asyncio.sleep(0.05)  # both are in b's receive queue before the relay reads
+    before = segments_out(chain.a)
+    async with asyncio.timeout(RELAY_DEADLINE_S):
+        relaying = spawn(relay(chain.a, chain.b), name="relay")
+        assert await receive_to_eof(chain.client) == b"hello from the server\n"
+        assert segments_out(chain.a) - before == 1
+        chain.client.shutdown(socket.SHUT_WR)
+        stats = await relaying
+    assert (stats.b_to_a_bytes, stats.first_closed) == (22, Side.B)
+    assert await loop.sock_recv(chain.server, 16) == b""
+
+
+async def test_bytes_that_trickle_in_are_relayed_as_they_come(
+    open_chain: Callable[..., Chain], force_copy: bool
+) -> None:
+    """The look for an EOF after a short read finds none: the bytes go on at once, and the next
+    ones are waited for."""
+    chain = open_chain()
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(RELAY_DEADLINE_S):
+        relaying = spawn(relay(chain.a, chain.b, force_copy=force_copy), name="relay")
+        for n in range(5):
+            message = f"message {n}\n".encode()
+            await loop.sock_sendall(chain.server, message)
+            assert await loop.sock_recv(chain.client, 64) == message
+        await send_and_shut(chain.server, b"bye\n")
+        assert await receive_to_eof(chain.client) == b"bye\n"
+        chain.client.shutdown(socket.SHUT_WR)
+        stats = await relaying
+    assert stats.b_to_a_bytes == 5 * len(b"message 0\n") + 4

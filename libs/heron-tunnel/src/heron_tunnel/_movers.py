@@ -6,6 +6,13 @@ Both read at most one pipe (or buffer) full and only when nothing is pending, an
 first read that fills ``COPY_FIRST_BYTES``: until then a direction copies, because most
 connections carry a few small messages, and a pipe (made, sized, probed, closed) costs more
 than copying them.
+
+A short read — fewer bytes than asked for — drained the socket, and what often comes next is
+the end: a reply and its close. So before writing those bytes the copying mover looks once more:
+at EOF it writes them with ``MSG_MORE``, and the relay's ``shutdown`` that follows puts the FIN
+on the same segment (one packet through the tunnel instead of two); with nothing there, it
+knows the socket is empty and the relay waits for it without reading again. Either way no
+syscall is added: the read after the write is the one that moved.
 """
 
 import contextlib
@@ -121,6 +128,9 @@ class CopyThenSplice:
         self._pipes = pipes
         self._data: bytes | memoryview = b""
         self._bulk = False
+        self._eof = False  # the source's EOF is read: it is what comes after ``_data``
+        self._drained = False  # the source had nothing more after ``_data``
+        self._error: OSError | None = None  # what the look-ahead read raised
         self._then: Mover | None = None
         self.zero_copy = False
 
@@ -131,19 +141,45 @@ class CopyThenSplice:
     def read(self) -> int | None:
         if self._then is not None:
             return self._then.read()
+        if self._eof:
+            return 0
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        if self._drained:  # the look-ahead found the socket empty: wait for it
+            self._drained = False
+            return None
         try:
             data = self._src.recv(self._chunk)
         except BlockingIOError:
             return None
-        self._data = data
         self._bulk = len(data) == self._chunk
+        if data and not self._bulk:
+            data = self._look_ahead(data)
+        self._data = data
         return len(data)
+
+    def _look_ahead(self, data: bytes) -> bytes:
+        """After a short read: EOF next (``_eof``), nothing (``_drained``) or more bytes."""
+        try:
+            more = self._src.recv(self._chunk - len(data))
+        except BlockingIOError:
+            self._drained = True
+            return data
+        except OSError as exc:
+            self._error = exc  # the next read reports it, after these bytes are written
+            return data
+        if not more:
+            self._eof = True
+            return data
+        return data + more
 
     def write(self) -> int | None:
         if self._then is not None:
             return self._then.write()
         with contextlib.suppress(BlockingIOError):  # None: the socket takes nothing now
-            sent = self._dst.send(self._data)
+            # at EOF the bytes wait in the socket for the FIN that shutdown adds right after
+            sent = self._dst.send(self._data, socket.MSG_MORE if self._eof else 0)
             self._data = memoryview(self._data)[sent:] if sent < len(self._data) else b""
             if self._bulk and not self._data:  # the bytes of a full read are out: splice now
                 self._then = open_bulk_mover(self._src, self._dst, self._buffer_size, self._pipes)
