@@ -91,7 +91,8 @@ async def relay(
         raise ValueError(f"relay idle timeout {idle_timeout} is not positive")
     loop = asyncio.get_running_loop()
     for sock in (a, b):
-        sock.settimeout(0.0)  # non-blocking
+        if sock.gettimeout() != 0.0:  # a syscall each: skipped when already non-blocking
+            sock.settimeout(0.0)
     run = _Run(loop)
     with contextlib.ExitStack() as pipes:
         forward, backward = (

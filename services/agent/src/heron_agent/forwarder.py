@@ -316,8 +316,7 @@ async def _dial(request: ForwardRequest, timeout_s: float) -> socket.socket:
             raise _DialError(ForwardStatus.UNREACHABLE, f"cannot resolve {where}: {exc}") from None
     failure = _DialError(ForwardStatus.UNREACHABLE, f"{where} has no address")
     for family_, type_, proto, _, address in infos:
-        sock = socket.socket(family_, type_, proto)
-        sock.settimeout(0.0)  # non-blocking
+        sock = socket.socket(family_, type_ | socket.SOCK_NONBLOCK, proto)
         try:
             await connect(loop, sock, address, max(deadline - loop.time(), 0.0))
         except TimeoutError:

@@ -1,7 +1,8 @@
 """The accept loop every TCP listener of the edge shares: the main port and each L4 port.
 
 A reader callback on the listening socket accepts up to a batch of connections per wake-up and
-hands each (non-blocking, ``TCP_NODELAY``) to ``on_connection``. When the process runs out of
+hands each (non-blocking, ``TCP_NODELAY``, which accepted sockets inherit from the listener on
+Linux) to ``on_connection`` with the client's address as ``accept`` gave it. When the process runs out of
 descriptors it stops accepting for half a second instead of spinning on the error — the
 connections it holds keep being served meanwhile.
 """
@@ -9,7 +10,9 @@ connections it holds keep being served meanwhile.
 import asyncio
 import errno
 import socket
+import sys
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -20,6 +23,8 @@ log = structlog.get_logger(__name__)
 ACCEPT_BATCH = 64
 OUT_OF_RESOURCES_PAUSE_S = 0.5
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+#: Linux copies a listener's TCP_NODELAY to the sockets it accepts: one setsockopt, not one each
+_INHERITS_NODELAY = sys.platform == "linux"
 
 
 def bind_socket(address: Address, kind: socket.SocketKind, *, reuse_port: bool) -> socket.socket:
@@ -43,6 +48,8 @@ def bind_socket(address: Address, kind: socket.SocketKind, *, reuse_port: bool) 
 def bind_listener(address: Address, *, reuse_port: bool, backlog: int = 1024) -> socket.socket:
     sock = bind_socket(address, socket.SOCK_STREAM, reuse_port=reuse_port)
     try:
+        if _INHERITS_NODELAY:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # for every accepted one
         sock.listen(backlog)
     except BaseException:
         sock.close()
@@ -53,17 +60,15 @@ def bind_listener(address: Address, *, reuse_port: bool, backlog: int = 1024) ->
 class Acceptor:
     """Accepts connections on ``sock`` until closed; owns the socket."""
 
-    def __init__(self, sock: socket.socket, on_connection: Callable[[socket.socket], None]) -> None:
+    def __init__(
+        self, sock: socket.socket, on_connection: Callable[[socket.socket, Any], None]
+    ) -> None:
         self.sock = sock
         self._on_connection = on_connection
         self._loop = asyncio.get_running_loop()
         self._closed = False
+        self.port: int = sock.getsockname()[1]
         self._loop.add_reader(sock.fileno(), self._accept)
-
-    @property
-    def port(self) -> int:
-        port: int = self.sock.getsockname()[1]
-        return port
 
     def close(self) -> None:
         if self._closed:
@@ -75,7 +80,7 @@ class Acceptor:
     def _accept(self) -> None:
         for _ in range(ACCEPT_BATCH):
             try:
-                conn, _ = self.sock.accept()
+                conn, peer = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -90,20 +95,21 @@ class Acceptor:
                 log.warning("accept failed", port=self.port, error=str(exc))
                 continue
             conn.setblocking(False)  # noqa: FBT003
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._on_connection(conn)
+            if not _INHERITS_NODELAY:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._on_connection(conn, peer)
 
     def _resume(self) -> None:
         if not self._closed:
             self._loop.add_reader(self.sock.fileno(), self._accept)
 
 
-def addresses(sock: socket.socket) -> tuple[tuple[str, int], tuple[str, int]]:
-    """(client, local) of an accepted socket as (address, port), IPv4-mapped IPv6 shown as IPv4;
-    raises ``OSError`` when the client is already gone."""
+def plain(address: tuple[str, int] | tuple[str, int, int, int]) -> tuple[str, int]:
+    """A socket address as (address, port), IPv4-mapped IPv6 shown as IPv4."""
+    host = address[0].removeprefix("::ffff:") if "." in address[0] else address[0]
+    return host, address[1]
 
-    def plain(address: tuple[str, int] | tuple[str, int, int, int]) -> tuple[str, int]:
-        host = address[0].removeprefix("::ffff:") if "." in address[0] else address[0]
-        return host, address[1]
 
-    return plain(sock.getpeername()), plain(sock.getsockname())
+def local_address(sock: socket.socket) -> tuple[str, int]:
+    """Where ``sock`` was accepted (``plain``); raises ``OSError`` when it is already gone."""
+    return plain(sock.getsockname())

@@ -79,9 +79,8 @@ async def open_stream(
         client_port=client[1],
         service_id=target.service_id,
     )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     try:
-        sock.settimeout(0.0)  # non-blocking
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         delay_acks(sock)  # the handshake's last ACK rides on the header
         address = (target.peer_overlay_address, target.forwarder_port)

@@ -21,14 +21,14 @@ import contextlib
 import socket
 import ssl
 from collections.abc import Callable, Iterable
-from typing import cast
+from typing import Any, cast
 
 import httptools
 import structlog
 
 from heron_core.auth import SigningKeyRecord
 from heron_core.tasks import spawn
-from heron_edge.acceptor import Acceptor, addresses, bind_listener
+from heron_edge.acceptor import Acceptor, bind_listener, plain
 from heron_edge.address import Address
 from heron_edge.certs.contexts import ServerContexts
 from heron_edge.certs.snapshot import CertificateSnapshot
@@ -171,12 +171,12 @@ class DataPlane:
         self.ctx.close()
 
     # --- the main port
-    def _on_connection(self, sock: socket.socket) -> None:
-        task = spawn(self._route(sock), name="sni router")
+    def _on_connection(self, sock: socket.socket, peer: Any) -> None:
+        task = spawn(self._route(sock, plain(peer)), name="sni router")
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
 
-    async def _route(self, sock: socket.socket) -> None:
+    async def _route(self, sock: socket.socket, client: tuple[str, int]) -> None:
         loop = asyncio.get_running_loop()
         try:
             hello = await peek_client_hello(loop, sock, timeout_s=self._peek_timeout_s)
@@ -190,12 +190,7 @@ class DataPlane:
         sni = hello.server_name
         passthrough = self.ctx.table.tls.get(sni) if sni is not None else None
         if passthrough is not None:
-            try:
-                client, local = addresses(sock)
-            except OSError:
-                sock.close()
-                return
-            await relay_connection(self.l4ctx, passthrough, sock, client, local)
+            await relay_connection(self.l4ctx, passthrough, sock, client, self.main_port)
             return
         # after pass-through: a TLS service's own server may answer its own ACME validations
         if hello.alpn == ACME_ONLY_ALPN:

@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import socket
 import time
+from typing import Any
 
 import structlog
 
 from heron_core.tasks import spawn
-from heron_edge.acceptor import Acceptor, addresses
+from heron_edge.acceptor import Acceptor, local_address, plain
 from heron_edge.l4.context import L4Context, shut
 from heron_edge.l4.dial import NoTargetError, dial
 from heron_edge.routes import PortRoutes, Route, RouteTarget
@@ -59,9 +60,10 @@ async def relay_connection(
     route: Route,
     sock: socket.socket,
     client: tuple[str, int],
-    local: tuple[str, int],
+    port: int,
 ) -> None:
-    """Relay ``sock`` to a target of ``route``; closes ``sock`` in every case."""
+    """Relay ``sock``, accepted on ``port``, to a target of ``route``; closes ``sock`` in every
+    case."""
     started = time.monotonic()
     conn = _Connection(sock, asyncio.current_task())
     ctx.relays.add(route.id, conn)
@@ -71,7 +73,7 @@ async def relay_connection(
     try:
         target, conn.upstream = await dial(ctx, route, client)
         if target.options.proxy_protocol:
-            header = proxy_protocol.encode(client, local)
+            header = proxy_protocol.encode(client, local_address(sock))
             await asyncio.get_running_loop().sock_sendall(conn.upstream, header)
         stats = await relay(sock, conn.upstream, idle_timeout=ctx.limits.tcp_idle_timeout(target))
         reason = conn.cut_reason or _close_reason(stats)
@@ -95,7 +97,7 @@ async def relay_connection(
         ctx.access.info(
             "connection",
             protocol=route.mode.value, service_id=route.id, domain=route.domain,
-            port=local[1], client=client[0], client_port=client[1],
+            port=port, client=client[0], client_port=client[1],
             target=target.id if target is not None else None,
             bytes_in=stats.a_to_b_bytes if stats else 0,
             bytes_out=stats.b_to_a_bytes if stats else 0,
@@ -141,7 +143,7 @@ class TcpPort:
         for task in list(self._tasks):
             task.cancel()
 
-    def _on_connection(self, sock: socket.socket) -> None:
+    def _on_connection(self, sock: socket.socket, peer: Any) -> None:
         if len(self._tasks) >= self.ctx.limits.max_connections_per_port:
             sock.close()
             self.refused += 1
@@ -154,13 +156,12 @@ class TcpPort:
                     refused_so_far=self.refused,
                 )  # fmt: skip
             return
-        task = spawn(self._serve(sock), name=f"tcp :{self.port}")
+        task = spawn(self._serve(sock, plain(peer)), name=f"tcp :{self.port}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, sock: socket.socket) -> None:
+    async def _serve(self, sock: socket.socket, client: tuple[str, int]) -> None:
         try:
-            client, local = addresses(sock)
             route = await self._pick(sock)
         except OSError:
             sock.close()
@@ -171,7 +172,7 @@ class TcpPort:
         if route is None:
             sock.close()
             return
-        await relay_connection(self.ctx, route, sock, client, local)
+        await relay_connection(self.ctx, route, sock, client, self.port)
 
     async def _pick(self, sock: socket.socket) -> Route | None:
         routes = self.routes
