@@ -108,6 +108,7 @@ async def relay(
             await run.done
         finally:
             run.stop()
+            run.flows = ()  # no cycle left: all of it goes by reference counting, not the GC
     return run.stats(forward, backward)
 
 
@@ -123,6 +124,7 @@ class _Run:
         self.idle_timed_out = False
         self.error: str | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_timeout = 0.0
 
     def closed(self, side: Side) -> None:
         if self.first_closed is None:
@@ -156,19 +158,22 @@ class _Run:
             self._idle_timer = None
 
     def watch_idle(self, idle_timeout: float) -> None:
-        def check() -> None:
-            self._idle_timer = None
-            if self.done.done():
-                return
-            at = self.last_activity + idle_timeout
-            if self.loop.time() >= at:
-                self.idle_timed_out = True
-                self.end()
-            else:
-                self._idle_timer = self.loop.call_at(at, check)
-
+        self._idle_timeout = idle_timeout
         if not self.done.done():
-            self._idle_timer = self.loop.call_at(self.last_activity + idle_timeout, check)
+            self._idle_timer = self.loop.call_at(
+                self.last_activity + idle_timeout, self._check_idle
+            )
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        if self.done.done():
+            return
+        at = self.last_activity + self._idle_timeout
+        if self.loop.time() >= at:
+            self.idle_timed_out = True
+            self.end()
+        else:
+            self._idle_timer = self.loop.call_at(at, self._check_idle)
 
     def stats(self, forward: "_Flow", backward: "_Flow") -> RelayStats:
         return RelayStats(
