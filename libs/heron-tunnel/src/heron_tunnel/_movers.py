@@ -11,7 +11,7 @@ A short read — fewer bytes than asked for — drained the socket, and what oft
 the end: a reply and its close. So before writing those bytes the copying mover looks once more:
 at EOF it writes them with ``MSG_MORE``, and the relay's ``shutdown`` that follows puts the FIN
 on the same segment (one packet through the tunnel instead of two); with nothing there, it
-knows the socket is empty and the relay waits for it without reading again. Either way no
+knows the socket is empty (``drained``) and the relay waits for it without reading again. Either way no
 syscall is added: the read after the write is the one that moved.
 """
 
@@ -41,6 +41,8 @@ class Mover(Protocol):
     """One direction's way of moving bytes; ``read`` and ``write`` never block."""
 
     zero_copy: bool
+    #: the last read found the socket empty after its bytes (the relay clears it)
+    drained: bool
 
     @property
     def pending(self) -> int:
@@ -57,6 +59,7 @@ class SpliceMover:
     """Socket → pipe → socket with ``os.splice``: the bytes stay in the kernel."""
 
     zero_copy = True
+    drained = False
 
     def __init__(self, src: int, dst: int, pipe: tuple[int, int], pipe_size: int) -> None:
         self._src, self._dst = src, dst
@@ -84,6 +87,7 @@ class CopyMover:
     """``recv_into``/``send`` through one reused buffer, where splice cannot be used."""
 
     zero_copy = False
+    drained = False
 
     def __init__(self, src: socket.socket, dst: socket.socket, size: int) -> None:
         self._src, self._dst = src, dst
@@ -129,7 +133,7 @@ class CopyThenSplice:
         self._data: bytes | memoryview = b""
         self._bulk = False
         self._eof = False  # the source's EOF is read: it is what comes after ``_data``
-        self._drained = False  # the source had nothing more after ``_data``
+        self.drained = False
         self._error: OSError | None = None  # what the look-ahead read raised
         self._then: Mover | None = None
         self.zero_copy = False
@@ -146,9 +150,6 @@ class CopyThenSplice:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
-        if self._drained:  # the look-ahead found the socket empty: wait for it
-            self._drained = False
-            return None
         try:
             data = self._src.recv(self._chunk)
         except BlockingIOError:
@@ -160,11 +161,11 @@ class CopyThenSplice:
         return len(data)
 
     def _look_ahead(self, data: bytes) -> bytes:
-        """After a short read: EOF next (``_eof``), nothing (``_drained``) or more bytes."""
+        """After a short read: EOF next (``_eof``), nothing (``drained``) or more bytes."""
         try:
             more = self._src.recv(self._chunk - len(data))
         except BlockingIOError:
-            self._drained = True
+            self.drained = True
             return data
         except OSError as exc:
             self._error = exc  # the next read reports it, after these bytes are written

@@ -4,15 +4,16 @@ Once the edge or the agent holds both ends of a connection (client and tunnel st
 stream and target) nobody needs to look at the bytes: ``relay`` moves them, one task per
 connection, and returns ``RelayStats`` for the access log.
 
-Each direction is a loop that tries a non-blocking move and, on EAGAIN, waits for the one socket
-that blocked (``loop.add_reader``/``add_writer`` on its fd: asyncio's loops and uvloop both have
-them). The loop runs in those callbacks, not in tasks: a relay is one future for the caller to
-await, plus the callbacks — no task, coroutine or timer per direction, which is most of what a
-short connection would otherwise cost. On Linux a move is ``os.splice`` socket → pipe → socket, so the bytes never enter Python;
-the pipe is drained before it is filled again, so an EAGAIN always names the socket to wait for
-and no pipe is ever registered with the loop. Where there is no ``os.splice``, or the kernel
-refuses it for a socket, ``recv_into``/``send`` through one reused buffer does the same (both
-live in ``_movers``).
+Each direction is a loop that tries a non-blocking move and, on EAGAIN, waits for the next edge
+of the one socket that blocked. Both sockets join the loop's ``_poller`` (one epoll set,
+edge-triggered) for the relay's life: one registration each instead of one per wait. The loop
+runs in the poller's callbacks, not in tasks: a relay is one future for the caller to await,
+plus the callbacks — no task, coroutine or timer per direction, which is most of what a short
+connection would otherwise cost. On Linux a move is ``os.splice`` socket → pipe → socket, so
+the bytes never enter Python; the pipe is drained before it is filled again, so an EAGAIN
+always names the socket to wait for and no pipe is ever polled. Where there is no
+``os.splice``, or the kernel refuses it for a socket, ``recv_into``/``send`` through one reused
+buffer does the same (both live in ``_movers``).
 
 Back-pressure: a direction reads one pipe (or buffer) full and writes all of it before it reads
 again, so at most ``buffer_size`` bytes per direction are in flight here; the rest waits in the
@@ -31,7 +32,7 @@ import socket
 from dataclasses import dataclass
 from enum import StrEnum
 
-from heron_tunnel import _movers
+from heron_tunnel import _movers, _poller
 
 DEFAULT_BUFFER_BYTES = 256 * 1024
 #: a direction that never has to wait still lets the loop serve other connections this often
@@ -101,6 +102,7 @@ async def relay(
         )
         run.flows = (forward, backward)
         try:
+            run.watch(a.fileno(), b.fileno())
             forward.pump()
             backward.pump()
             if idle_timeout is not None:
@@ -125,6 +127,30 @@ class _Run:
         self.error: str | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_timeout = 0.0
+        self._poller: _poller.Poller | None = None
+        self._fds: tuple[int, ...] = ()
+
+    def watch(self, a: int, b: int) -> None:
+        """Have the edges of both sockets reach the directions (``on_a``, ``on_b``)."""
+        self._poller = _poller.poller(self.loop)
+        self._poller.register(a, self.on_a)
+        self._fds = (a,)
+        self._poller.register(b, self.on_b)
+        self._fds = (a, b)
+
+    def on_a(self, events: int) -> None:
+        forward, backward = self.flows
+        if events & _poller.READABLE:
+            forward.readable()
+        if events & _poller.WRITABLE:
+            backward.writable()
+
+    def on_b(self, events: int) -> None:
+        forward, backward = self.flows
+        if events & _poller.READABLE:
+            backward.readable()
+        if events & _poller.WRITABLE:
+            forward.writable()
 
     def closed(self, side: Side) -> None:
         if self.first_closed is None:
@@ -151,6 +177,10 @@ class _Run:
 
     def stop(self) -> None:
         """No callback of this relay stays on the loop."""
+        if self._poller is not None:
+            for fd in self._fds:
+                self._poller.unregister(fd)
+            self._poller = None
         for flow in self.flows:
             flow.stop()
         if self._idle_timer is not None:
@@ -188,13 +218,13 @@ class _Run:
 
 
 class _Flow:
-    """One direction: ``pump`` moves bytes until a socket would block, then registers itself
-    for that socket (the reader stays registered between reads: adding and removing it per
-    message would cost two ``epoll_ctl`` calls each; it is removed while the direction waits to
-    write, since unread bytes would wake it on every loop turn)."""
+    """One direction: ``pump`` moves bytes until a socket would block, then waits for that
+    socket's next edge (``readable``/``writable``). The edges of a socket come whether or not a
+    direction waits for them, so each direction remembers what they said: a socket is taken as
+    readable (writable) until a read (write) finds it empty (full)."""
 
     __slots__ = (
-        "_dst_fd", "_reading", "_src_fd", "_writing",
+        "_can_read", "_can_write", "_waiting", "_yielded",
         "dst", "finished", "moved", "mover", "run", "source",
     )  # fmt: skip
 
@@ -212,13 +242,25 @@ class _Flow:
         self.mover = mover
         self.moved = 0
         self.finished = False
-        self._src_fd = src.fileno()
-        self._dst_fd = dst.fileno()
-        self._reading = False
-        self._writing = False
+        self._can_read = True
+        self._can_write = True
+        self._waiting = False  # for the edge that ``_can_read``/``_can_write`` lacks
+        self._yielded: asyncio.Handle | None = None
+
+    def readable(self) -> None:
+        self._can_read = True
+        if self._waiting:
+            self.pump()
+
+    def writable(self) -> None:
+        self._can_write = True
+        if self._waiting:
+            self.pump()
 
     def pump(self) -> None:
-        """Move what can be moved now; wait (registered with the loop) for what cannot."""
+        """Move what can be moved now; wait for the edge of what cannot."""
+        self._yielded = None
+        self._waiting = False
         if self.finished or self.run.done.done():
             return
         try:
@@ -233,56 +275,48 @@ class _Flow:
         burst = 0
         while True:
             if mover.pending:
-                if (sent := self._write()) is None:
+                if not self._can_write or (sent := self._write()) is None:
+                    self._waiting = True
                     return
                 burst += sent
                 continue
             if burst >= YIELD_EVERY_BYTES:  # splice and recv never yield on their own
-                self._wait_readable()  # level-triggered: back on the next turn
+                self._yielded = self.run.loop.call_soon(self.pump)
                 return
-            got = self._read()
-            if got is None:
+            if not self._can_read or (got := self._read()) is None:
+                self._waiting = True
                 return
             if got == 0:
                 self._finish()
                 return
+            if mover.drained:  # the look-ahead found nothing more: wait for the next edge
+                mover.drained = False
+                self._can_read = False
 
     def _read(self) -> int | None:
-        """Bytes read, 0 at EOF, or None: waiting for the source, or the relay ended."""
+        """Bytes read, 0 at EOF, or None: the source is empty, or the relay ended."""
         try:
             got = self.mover.read()
         except OSError as exc:
             self._peer_error(exc, self.source)
             return None
         if got is None:
-            self._wait_readable()
+            self._can_read = False
         return got
 
     def _write(self) -> int | None:
-        """Bytes written, or None: waiting for the destination, or the relay ended."""
+        """Bytes written, or None: the destination is full, or the relay ended."""
         try:
             sent = self.mover.write()
         except OSError as exc:
             self._peer_error(exc, self.source.other)
             return None
         if sent is None:
-            self._wait_writable()
+            self._can_write = False
             return None
         self.moved += sent
         self.run.last_activity = self.run.loop.time()
         return sent
-
-    def _wait_readable(self) -> None:
-        if not self._reading:
-            self.stop()  # a direction waits for one socket at a time
-            self.run.loop.add_reader(self._src_fd, self.pump)
-            self._reading = True
-
-    def _wait_writable(self) -> None:
-        if not self._writing:
-            self.stop()
-            self.run.loop.add_writer(self._dst_fd, self.pump)
-            self._writing = True
 
     def _finish(self) -> None:
         """The source's EOF, its bytes all written: pass it on, and this direction is done."""
@@ -299,9 +333,7 @@ class _Flow:
         self.run.peer_gone(side, exc.errno)
 
     def stop(self) -> None:
-        if self._reading:
-            self.run.loop.remove_reader(self._src_fd)
-            self._reading = False
-        if self._writing:
-            self.run.loop.remove_writer(self._dst_fd)
-            self._writing = False
+        self._waiting = False
+        if self._yielded is not None:
+            self._yielded.cancel()
+            self._yielded = None

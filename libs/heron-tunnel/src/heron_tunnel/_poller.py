@@ -1,0 +1,66 @@
+"""One epoll set per event loop for the sockets that relays move bytes between.
+
+A relay waits for its two sockets many times in a connection's life. Through the loop's
+``add_reader``/``add_writer`` each wait is a registration: on uvloop a poll handle made and
+probed (an ``epoll_ctl`` add and delete, an ``ioctl``), then stopped and closed (three more
+``epoll_ctl``), with Python objects for each. Here a socket joins an epoll set of our own once,
+edge-triggered for reading and writing both, and leaves it once; the loop watches the set's own
+descriptor, which is readable whenever one of its sockets has news. The relay keeps what the
+edges said (``readable``/``writable`` until an operation finds the socket empty or full).
+"""
+
+import asyncio
+import contextlib
+import select
+import weakref
+from collections.abc import Callable
+
+#: what an edge on a socket can mean for the directions that read from it and write to it
+READABLE = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+WRITABLE = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
+_WATCH = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+#: events taken per wake-up; the loop wakes again at once for the rest
+_BATCH = 256
+
+_pollers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Poller]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class Poller:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._epoll = select.epoll()
+        self._handlers: dict[int, Callable[[int], None]] = {}
+        self._loop = weakref.ref(loop)  # the loop's table of pollers holds this one
+        self._watched = False
+        weakref.finalize(loop, self._epoll.close)
+
+    def register(self, fd: int, handler: Callable[[int], None]) -> None:
+        """Call ``handler(events)`` on every edge of ``fd`` until ``unregister``."""
+        if not self._watched:  # on the first use: a loop that never relays pays nothing
+            loop = self._loop()
+            assert loop is not None  # a poller is only used from its running loop
+            loop.add_reader(self._epoll.fileno(), self._dispatch)
+            self._watched = True
+        self._epoll.register(fd, _WATCH)
+        self._handlers[fd] = handler
+
+    def unregister(self, fd: int) -> None:
+        if self._handlers.pop(fd, None) is not None:
+            with contextlib.suppress(OSError):  # closed already: the kernel has forgotten it
+                self._epoll.unregister(fd)
+
+    def _dispatch(self) -> None:
+        handlers = self._handlers
+        for fd, events in self._epoll.poll(0, _BATCH):
+            handler = handlers.get(fd)
+            if handler is not None:  # an earlier handler of this batch may have unregistered it
+                handler(events)
+
+
+def poller(loop: asyncio.AbstractEventLoop) -> Poller:
+    """The poller of ``loop`` (made on first use, closed with the loop's last reference)."""
+    found = _pollers.get(loop)
+    if found is None:
+        found = _pollers[loop] = Poller(loop)
+    return found
