@@ -16,7 +16,13 @@ import pytest_asyncio
 from heron_agent.allowed import AllowedTarget, AllowedTargets
 from heron_agent.forwarder import Forwarder
 from heron_edge.connector import StreamTarget, TunnelError, open_stream
-from heron_tunnel.header import ForwardStatus, Protocol
+from heron_tunnel.header import (
+    ForwardResponse,
+    ForwardStatus,
+    Protocol,
+    encode_response,
+    read_request_from_socket,
+)
 
 CLIENT = ("198.51.100.7", 51234)
 
@@ -92,3 +98,34 @@ async def test_an_agent_that_never_answers_times_out() -> None:
         )
     assert failed.value.status is ForwardStatus.BAD_HEADER
     assert "within 0.5 s" in failed.value.message
+
+
+async def test_an_answer_that_comes_in_pieces_is_read_and_nothing_after_it() -> None:
+    """The agent's answer split over several segments: the edge waits for each piece and leaves
+    the first bytes of the target's reply in the stream for the relay."""
+    loop = asyncio.get_running_loop()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.0)  # non-blocking
+
+    async def agent() -> None:
+        conn, _ = await loop.sock_accept(listener)
+        with conn:
+            await read_request_from_socket(loop, conn, 5.0)
+            for byte in encode_response(ForwardResponse(ForwardStatus.OK)):
+                await loop.sock_sendall(conn, bytes((byte,)))
+                await asyncio.sleep(0.02)
+            await loop.sock_sendall(conn, b"banner\n")
+            await asyncio.sleep(0.2)
+
+    with contextlib.closing(listener):
+        async with asyncio.timeout(10), asyncio.TaskGroup() as group:
+            group.create_task(agent())
+            stream = await open_stream(
+                StreamTarget("127.0.0.1", "", 80, forwarder_port=listener.getsockname()[1]),
+                CLIENT,
+                answer_timeout_s=5.0,
+            )
+            with stream:
+                assert await loop.sock_recv(stream, 64) == b"banner\n"

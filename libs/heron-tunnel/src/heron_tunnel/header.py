@@ -28,6 +28,7 @@ from enum import IntEnum
 
 from heron_core.errors import HeronError
 from heron_tunnel import _fields
+from heron_tunnel.sockets import wait_readable
 
 Buffer = bytes | bytearray | memoryview
 
@@ -283,18 +284,40 @@ async def _read_socket(
     timeout_s: float,
     what: str,
 ) -> bytes:
-    """``_read`` from a socket, taking first what is already there without waiting: a header
-    usually arrives in one segment, often before its reader asks (no loop turn, no timer)."""
+    """Read one header off a non-blocking socket, taking first what is already there without
+    waiting: a header usually arrives in one segment, often before its reader asks (no loop
+    turn, no timer)."""
     buf = bytearray()
+    deadline: float | None = None
+    while not _take(sock, buf, size_of, what):
+        if deadline is None:
+            deadline = loop.time() + timeout_s
+        if not await wait_readable(loop, sock, deadline) and not _take(sock, buf, size_of, what):
+            raise HeaderTimeoutError(
+                f"no complete {what} within {timeout_s:g} s ({len(buf)} bytes received)"
+            )
+    return bytes(buf)
+
+
+def take_response(sock: socket.socket, buf: bytearray) -> ForwardResponse | None:
+    """Receive into ``buf`` what the non-blocking ``sock`` holds of a response, taking no byte
+    past it: the response once it is whole, None while the socket has no more for now."""
+    if not _take(sock, buf, _response_size, "response"):
+        return None
+    return _decode_response(bytes(buf))
+
+
+def _take(sock: socket.socket, buf: bytearray, size_of: Callable[[Buffer], int], what: str) -> bool:
+    """Receive what is there of one header into ``buf``: True once it is whole."""
     while (missing := size_of(buf) - len(buf)) > 0:
         try:
             chunk = sock.recv(missing)
         except (BlockingIOError, InterruptedError):
-            return await _read(lambda n: loop.sock_recv(sock, n), size_of, timeout_s, what, buf)
+            return False
         if not chunk:
             raise HeaderError(
                 ForwardStatus.BAD_HEADER,
                 f"{what} truncated: the stream ended after {len(buf)} bytes",
             )
         buf += chunk
-    return bytes(buf)
+    return True

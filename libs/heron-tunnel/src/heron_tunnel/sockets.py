@@ -22,6 +22,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from heron_tunnel import _poller
+
 _IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EAGAIN, errno.EINTR, errno.EALREADY})
 #: Linux's socket options, where Python's ``socket`` module does not name them
 TCP_FASTOPEN_CONNECT = getattr(socket, "TCP_FASTOPEN_CONNECT", 30)
@@ -68,6 +70,34 @@ async def wait_connected(
         loop.remove_writer(fd)
     if code := sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
         raise OSError(code, os.strerror(code))
+
+
+async def wait_readable(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, deadline: float
+) -> bool:
+    """Wait until ``sock`` has bytes, an EOF or an error to read (True), or until the loop's
+    clock reaches ``deadline`` (False). One registration with the loop's poller and one timer:
+    no task, no transport."""
+    woken: asyncio.Future[bool] = loop.create_future()
+    fd = sock.fileno()
+    poller = _poller.poller(loop)
+    poller.register(fd, lambda events: _wake(woken, events))
+    timer = loop.call_at(deadline, _time_up, woken)
+    try:
+        return await woken
+    finally:
+        timer.cancel()
+        poller.unregister(fd)
+
+
+def _wake(woken: "asyncio.Future[bool]", events: int) -> None:
+    if events & _poller.READABLE and not woken.done():
+        woken.set_result(True)
+
+
+def _time_up(woken: "asyncio.Future[bool]") -> None:
+    if not woken.done():
+        woken.set_result(False)
 
 
 def _settle(waiter: "asyncio.Future[None]", error: type[Exception] | None) -> None:

@@ -9,6 +9,7 @@ whose fault it is (not allowed, refused by the target, unreachable, timed out).
 
 import asyncio
 import errno
+import math
 import socket
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ from heron_tunnel.header import (
     HeaderTimeoutError,
     Protocol,
     encode_request,
-    read_response_from_socket,
+    take_response,
 )
 from heron_tunnel.sockets import (
     connect,
@@ -29,6 +30,7 @@ from heron_tunnel.sockets import (
     is_connected,
     request_fast_open,
     wait_connected,
+    wait_readable,
 )
 
 #: the agent's forwarder port when its peer reports none
@@ -155,32 +157,29 @@ async def _read_answer(
     answer_timeout_s: float,
 ) -> ForwardResponse:
     """The agent's answer; when the header left with the SYN, the connect timeout still holds
-    for the handshake (the agent may be unreachable: then the answer never comes)."""
-    if not in_syn:
-        return await read_response_from_socket(loop, sock, answer_timeout_s)
-    no_handshake = False
-    try:
-        async with asyncio.timeout(None) as deadline:
-
-            def check() -> None:
-                nonlocal no_handshake
-                if not is_connected(sock):
-                    no_handshake = True
-                    deadline.reschedule(loop.time())
-
-            timer = loop.call_later(connect_timeout_s, check)
-            try:
-                return await read_response_from_socket(loop, sock, answer_timeout_s)
-            except HeaderTimeoutError:
-                if not is_connected(sock):  # a short answer timeout ran out first
-                    raise _NoHandshakeError from None
-                raise
-            finally:
-                timer.cancel()
-    except TimeoutError:
-        if no_handshake:
-            raise _NoHandshakeError from None
-        raise
+    for the handshake (the agent may be unreachable: then the answer never comes). One wait
+    with one timer, at the earlier of the two deadlines."""
+    buf = bytearray()
+    if (response := take_response(sock, buf)) is not None:
+        return response
+    now = loop.time()
+    answer_by = now + answer_timeout_s
+    handshake_by = now + connect_timeout_s if in_syn else math.inf
+    while True:
+        woken = await wait_readable(loop, sock, min(answer_by, handshake_by))
+        if (response := take_response(sock, buf)) is not None:
+            return response
+        if woken:
+            continue
+        now = loop.time()
+        if now >= handshake_by or (now >= answer_by and in_syn):
+            if not is_connected(sock):  # a short answer timeout may run out first
+                raise _NoHandshakeError
+            handshake_by = math.inf
+        if now >= answer_by:
+            raise HeaderTimeoutError(
+                f"no complete response within {answer_timeout_s:g} s ({len(buf)} bytes received)"
+            )
 
 
 def _connect_timeout(target: StreamTarget, timeout_s: float) -> TunnelError:
