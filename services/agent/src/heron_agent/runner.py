@@ -29,7 +29,7 @@ from heron_core.errors import ConfigError, HeronError
 from heron_core.process import calm_garbage_collector
 from heron_core.tasks import spawn
 from heron_tunnel.keys import public_key_of
-from heron_tunnel.wireguard import WireGuardExitedError
+from heron_tunnel.wireguard import WireGuardError, WireGuardExitedError
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +37,10 @@ log = structlog.get_logger(__name__)
 STATUS_INTERVAL_S = 5.0
 #: a sync stream that lasted this long failed for a new reason: reconnect quickly again
 STABLE_STREAM_S = 60.0
+#: tries to bring the WireGuard interface up (at start, after wireguard-go died) before the
+#: agent gives up: a failure can be passing (wireguard-go's socket directory, shared by every
+#: network namespace, being made or removed by another instance at that moment)
+TUNNEL_UP_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,7 @@ async def run_up(options: UpOptions) -> None:
             options.interface, private_key, login.overlay_address, login.overlay_network,
             listen_port=options.wireguard_port,
         )  # fmt: skip
-        await tunnel.up()
+        await _bring_up(agent, tunnel)
         forwarder = Forwarder(agent.allowed, ForwarderLimits(fast_open=options.tcp_fast_open))
         try:
             await forwarder.start(login.overlay_address, options.forwarder_port)
@@ -235,8 +239,31 @@ async def _watch_wireguard(agent: _Agent, tunnel: AgentTunnel) -> None:
             agent.set_status(detail=f"WireGuard restarting: {exc}")
         await asyncio.sleep(delay)
         await tunnel.down()
-        await tunnel.up()
+        await _bring_up(agent, tunnel)
         await tunnel.set_edges(agent.edges)
+
+
+async def _bring_up(agent: _Agent, tunnel: AgentTunnel, backoff: Backoff | None = None) -> None:
+    """``tunnel.up()``, tried ``TUNNEL_UP_ATTEMPTS`` times with backoff; then the agent stops."""
+    backoff = backoff or Backoff(initial_s=0.5, max_s=5.0, reset_after_s=STABLE_STREAM_S)
+    for attempt in range(1, TUNNEL_UP_ATTEMPTS + 1):
+        try:
+            await tunnel.up()
+        except WireGuardError as exc:
+            if attempt == TUNNEL_UP_ATTEMPTS:
+                agent.set_status(state="stopped", detail=f"the tunnel did not come up: {exc}")
+                raise AgentStoppedError(
+                    f"the WireGuard interface did not come up in {attempt} tries: {exc}"
+                ) from exc
+            delay = backoff.delay_after(0.0)
+            log.warning(
+                "the WireGuard interface did not come up, retrying",
+                error=str(exc), attempt=attempt, retry_in_s=delay,
+            )  # fmt: skip
+            agent.set_status(detail=f"tunnel: {exc}; retrying in {delay:g} s")
+            await asyncio.sleep(delay)
+        else:
+            return
 
 
 def run_until_signal(options: UpOptions) -> int:
