@@ -1,6 +1,7 @@
 """The forwarder header: exact bytes, every way a header can be wrong, and fuzzed input."""
 
 import asyncio
+import re
 import socket
 import struct
 
@@ -16,6 +17,7 @@ from heron_tunnel.header import (
     HeaderError,
     HeaderTimeoutError,
     Protocol,
+    RequestTemplate,
     encode_request,
     encode_response,
     parse_request,
@@ -387,6 +389,33 @@ def test_any_valid_request_round_trips(request: ForwardRequest, payload: bytes) 
 
     assert len(encoded) - 6 <= MAX_BODY_BYTES
     assert parse_request(encoded + payload) == (request, len(encoded))
+
+
+@settings(max_examples=300)
+@given(
+    request=REQUESTS,
+    client=st.one_of(_IPS, st.sampled_from(["::ffff:10.0.0.1", "010.0.0.1", "not an address"])),
+    client_port=st.integers(-1, 65536),
+)
+def test_a_template_encodes_what_encode_request_does(
+    request: ForwardRequest, client: str, client_port: int
+) -> None:
+    """The edge's per-target template makes the very bytes of the request it stands for, and
+    refuses what the request refuses (a client address or port out of the rules)."""
+    template = RequestTemplate(
+        request.protocol, request.target_host, request.target_port, request.service_id
+    )
+    try:
+        wanted = ForwardRequest(
+            request.protocol, request.target_host, request.target_port,
+            client, client_port, request.service_id,
+        )  # fmt: skip
+        expected = encode_request(wanted)
+    except HeaderError as exc:
+        with pytest.raises(HeaderError, match=re.escape(exc.message)):
+            template.encode(client, client_port)
+    else:
+        assert template.encode(client, client_port) == expected
 
 
 @settings(max_examples=300)

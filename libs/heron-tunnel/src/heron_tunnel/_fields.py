@@ -33,6 +33,8 @@ _IPV4_TYPE = bytes((AddressType.IPV4,))
 
 def normalise_target(host: str) -> str:
     """The canonical text of an IP address, or a valid domain name in lower case."""
+    if is_canonical_ipv4(host):  # the common case, answered at once
+        return host
     if is_ip(host):
         return normalise_ip(host, "target address")
     domain = host.lower()
@@ -95,6 +97,16 @@ def encode_address(host: str) -> bytes:
     address = ipaddress.ip_address(host)
     kind = AddressType.IPV4 if address.version == 4 else AddressType.IPV6
     return bytes((kind,)) + address.packed
+
+
+def encode_canonical_ipv4(text: str) -> bytes | None:
+    """The address field of ``text`` if it is an IPv4 address as ``ipaddress`` writes it, else
+    None (another kind of address, or not one: the general path)."""
+    try:
+        packed = socket.inet_pton(socket.AF_INET, text)
+    except (OSError, ValueError):  # ValueError: an embedded NUL
+        return None
+    return _IPV4_TYPE + packed if socket.inet_ntoa(packed) == text else None
 
 
 def encode_port(port: int) -> bytes:

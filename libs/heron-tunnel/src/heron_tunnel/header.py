@@ -135,6 +135,44 @@ def encode_request(request: ForwardRequest) -> bytes:
     return _REQUEST_PREFIX.pack(MAGIC, VERSION, len(body)) + body
 
 
+#: the client address a template is checked with (each stream's replaces it)
+_ANY_CLIENT = "192.0.2.1"
+
+
+class RequestTemplate:
+    """Every request for one target, but for the client's address: checked and encoded once,
+    since an edge sends it on every stream to that target."""
+
+    __slots__ = ("_head", "_protocol", "_service_id", "_tail", "_target_host", "_target_port")
+
+    def __init__(
+        self, protocol: Protocol, target_host: str, target_port: int, service_id: str = ""
+    ) -> None:
+        checked = ForwardRequest(protocol, target_host, target_port, _ANY_CLIENT, 0, service_id)
+        self._protocol = checked.protocol
+        self._target_host = checked.target_host
+        self._target_port = checked.target_port
+        self._service_id = checked.service_id
+        self._head = (
+            bytes((checked.protocol,))
+            + _fields.encode_address(checked.target_host)
+            + _fields.encode_port(checked.target_port)
+        )
+        self._tail = _fields.encode_short_string(checked.service_id)
+
+    def encode(self, client_ip: str, client_port: int) -> bytes:
+        """``encode_request`` of the request for the client at ``client_ip``:``client_port``."""
+        client = _fields.encode_canonical_ipv4(client_ip)
+        if client is None or not 0 <= client_port <= _fields.MAX_PORT:  # IPv6, or to refuse
+            request = ForwardRequest(
+                self._protocol, self._target_host, self._target_port,
+                client_ip, client_port, self._service_id,
+            )  # fmt: skip
+            return encode_request(request)
+        body = self._head + client + _fields.encode_port(client_port) + self._tail
+        return _REQUEST_PREFIX.pack(MAGIC, VERSION, len(body)) + body
+
+
 def encode_response(response: ForwardResponse) -> bytes:
     """Encode ``response``; a message over 255 bytes is cut after the last whole character that fits."""
     raw = response.message.encode("utf-8", errors="replace")[:MAX_MESSAGE_BYTES]

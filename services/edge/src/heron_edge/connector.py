@@ -12,16 +12,16 @@ import errno
 import math
 import socket
 from dataclasses import dataclass
+from functools import cached_property
 
 from heron_core.errors import HeronError
 from heron_tunnel.header import (
-    ForwardRequest,
     ForwardResponse,
     ForwardStatus,
     HeaderError,
     HeaderTimeoutError,
     Protocol,
-    encode_request,
+    RequestTemplate,
     take_response,
 )
 from heron_tunnel.sockets import (
@@ -54,6 +54,12 @@ class StreamTarget:
     forwarder_port: int = DEFAULT_FORWARDER_PORT
     service_id: str = ""
 
+    @cached_property
+    def request(self) -> RequestTemplate:
+        """The forward request's bytes but the client's, made on the first stream; raises
+        ``HeaderError`` for a target the header cannot name."""
+        return RequestTemplate(self.protocol, self.host or "127.0.0.1", self.port, self.service_id)
+
 
 class TunnelError(HeronError):
     """The stream could not be opened; ``status`` says why, ``message`` in words."""
@@ -73,23 +79,14 @@ async def open_stream(
 ) -> socket.socket:
     """A non-blocking socket connected to ``target`` through its agent; the caller closes it."""
     loop = asyncio.get_running_loop()
-    request = ForwardRequest(
-        protocol=target.protocol,
-        target_host=target.host or "127.0.0.1",
-        target_port=target.port,
-        client_ip=client[0],
-        client_port=client[1],
-        service_id=target.service_id,
-    )
+    header = target.request.encode(client[0], client[1])
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         delay_acks(sock)  # the handshake's last ACK rides on the header
         address = (target.peer_overlay_address, target.forwarder_port)
         try:
-            in_syn = await _connect_and_send(
-                loop, sock, address, encode_request(request), connect_timeout_s
-            )
+            in_syn = await _connect_and_send(loop, sock, address, header, connect_timeout_s)
         except TimeoutError:
             raise _connect_timeout(target, connect_timeout_s) from None
         except OSError as exc:
