@@ -220,8 +220,9 @@ class _Run:
 class _Flow:
     """One direction: ``pump`` moves bytes until a socket would block, then waits for that
     socket's next edge (``readable``/``writable``). The edges of a socket come whether or not a
-    direction waits for them, so each direction remembers what they said: a socket is taken as
-    readable (writable) until a read (write) finds it empty (full)."""
+    direction waits for them, so each direction remembers what they said: a socket is readable
+    from an edge that says so (joining the poller gives one for a socket with bytes already)
+    until a read finds it empty, and writable until a write finds it full."""
 
     __slots__ = (
         "_can_read", "_can_write", "_waiting", "_yielded",
@@ -242,7 +243,8 @@ class _Flow:
         self.mover = mover
         self.moved = 0
         self.finished = False
-        self._can_read = True
+        # joining the poller reports a socket that has bytes at once: no read to find out
+        self._can_read = False
         self._can_write = True
         self._waiting = False  # for the edge that ``_can_read``/``_can_write`` lacks
         self._yielded: asyncio.Handle | None = None

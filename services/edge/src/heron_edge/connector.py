@@ -156,9 +156,7 @@ async def _read_answer(
     """The agent's answer; when the header left with the SYN, the connect timeout still holds
     for the handshake (the agent may be unreachable: then the answer never comes). One wait
     with one timer, at the earlier of the two deadlines."""
-    buf = bytearray()
-    if (response := take_response(sock, buf)) is not None:
-        return response
+    buf = bytearray()  # the header has just left: no answer can be here yet
     now = loop.time()
     answer_by = now + answer_timeout_s
     handshake_by = now + connect_timeout_s if in_syn else math.inf

@@ -94,16 +94,17 @@ async def relay_connection(
             if s is not None:
                 with contextlib.suppress(OSError):
                     s.close()
-        ctx.access.info(
-            "connection",
-            protocol=route.mode.value, service_id=route.id, domain=route.domain,
-            port=port, client=client[0], client_port=client[1],
-            target=target.id if target is not None else None,
-            bytes_in=stats.a_to_b_bytes if stats else 0,
-            bytes_out=stats.b_to_a_bytes if stats else 0,
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
-            close_reason=reason,
-        )  # fmt: skip
+        if ctx.access.enabled:  # the fields of a record nobody reads are not worth making
+            ctx.access.info(
+                "connection",
+                protocol=route.mode.value, service_id=route.id, domain=route.domain,
+                port=port, client=client[0], client_port=client[1],
+                target=target.id if target is not None else None,
+                bytes_in=stats.a_to_b_bytes if stats else 0,
+                bytes_out=stats.b_to_a_bytes if stats else 0,
+                duration_ms=round((time.monotonic() - started) * 1000, 1),
+                close_reason=reason,
+            )  # fmt: skip
 
 
 def _close_reason(stats: RelayStats) -> str:
@@ -127,6 +128,7 @@ class TcpPort:
         self.routes = routes
         self._acceptor = Acceptor(sock, self._on_connection)
         self.port = self._acceptor.port
+        self._task_name = f"tcp :{self.port}"
         self._tasks: set[asyncio.Task[None]] = set()
         self.refused = 0
         self._refusal_logged_at = 0.0
@@ -156,7 +158,7 @@ class TcpPort:
                     refused_so_far=self.refused,
                 )  # fmt: skip
             return
-        task = spawn(self._serve(sock, plain(peer)), name=f"tcp :{self.port}")
+        task = spawn(self._serve(sock, plain(peer)), name=self._task_name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
