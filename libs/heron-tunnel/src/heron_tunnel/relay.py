@@ -217,6 +217,10 @@ class _Run:
         )
 
 
+#: what a direction waits for
+_NOTHING, _READ, _WRITE = 0, 1, 2
+
+
 class _Flow:
     """One direction: ``pump`` moves bytes until a socket would block, then waits for that
     socket's next edge (``readable``/``writable``). The edges of a socket come whether or not a
@@ -246,23 +250,23 @@ class _Flow:
         # joining the poller reports a socket that has bytes at once: no read to find out
         self._can_read = False
         self._can_write = True
-        self._waiting = False  # for the edge that ``_can_read``/``_can_write`` lacks
+        self._waiting = _NOTHING  # the edge it lacks: _READ (``_can_read``) or _WRITE
         self._yielded: asyncio.Handle | None = None
 
     def readable(self) -> None:
         self._can_read = True
-        if self._waiting:
+        if self._waiting == _READ:  # not while it waits to write: it reads once that is done
             self.pump()
 
     def writable(self) -> None:
         self._can_write = True
-        if self._waiting:
+        if self._waiting == _WRITE:
             self.pump()
 
     def pump(self) -> None:
         """Move what can be moved now; wait for the edge of what cannot."""
         self._yielded = None
-        self._waiting = False
+        self._waiting = _NOTHING
         if self.finished or self.run.done.done():
             return
         try:
@@ -278,7 +282,7 @@ class _Flow:
         while True:
             if mover.pending:
                 if not self._can_write or (sent := self._write()) is None:
-                    self._waiting = True
+                    self._waiting = _WRITE
                     return
                 burst += sent
                 continue
@@ -286,7 +290,7 @@ class _Flow:
                 self._yielded = self.run.loop.call_soon(self.pump)
                 return
             if not self._can_read or (got := self._read()) is None:
-                self._waiting = True
+                self._waiting = _READ
                 return
             if got == 0:
                 self._finish()
@@ -335,7 +339,7 @@ class _Flow:
         self.run.peer_gone(side, exc.errno)
 
     def stop(self) -> None:
-        self._waiting = False
+        self._waiting = _NOTHING
         if self._yielded is not None:
             self._yielded.cancel()
             self._yielded = None
