@@ -122,6 +122,15 @@ async def test_tcp_target_is_relayed_both_ways(
     writer.close()
 
 
+async def test_streams_send_small_writes_at_once(forwarder: Forwarder) -> None:
+    """No Nagle on the agent's side of a stream: a small write does not wait for the edge to
+    acknowledge the one before (an edge that delays its ACKs would stall it 40 ms). Accepted
+    sockets take TCP_NODELAY from the listener (the edge's acceptor test shows the kernel does)."""
+    listener = forwarder._listener
+    assert listener is not None
+    assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
 async def test_domain_targets_are_resolved(forwarder: Forwarder, targets: dict[str, int]) -> None:
     response, reader, writer = await ask(forwarder, request("LOCALHOST", targets["tcp"]))
     assert response.ok, response

@@ -107,6 +107,9 @@ class Forwarder:
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, _DEFER_ACCEPT_S)
+            # streams inherit it: a relay adds no Nagle wait (a small write held back until the
+            # edge acknowledges the last one, which the edge may delay: 40 ms stalls)
+            listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             listener.bind((host, port))
             listener.listen(1024)
             listener.settimeout(0.0)  # non-blocking
