@@ -9,6 +9,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from heron_tunnel import header
 from heron_tunnel.header import (
     MAX_BODY_BYTES,
     ForwardRequest,
@@ -472,3 +473,52 @@ def test_any_bytes_parse_to_incomplete_a_request_they_start_with_or_a_header_err
         return
     request, size = parsed
     assert encode_request(request) == _canonical(data[:size])
+
+
+@settings(max_examples=500)
+@given(request=st.one_of(REQUESTS.map(encode_request), _mutations()))
+def test_the_ipv4_fast_path_decodes_as_the_general_decoder(request: bytes) -> None:
+    """The usual request shape has a decoder of its own; whatever it takes, it reads exactly as
+    the general one does, and it leaves everything else (errors included) to that one."""
+    try:
+        general: ForwardRequest | str = header._decode_any_request(request)
+    except HeaderError as exc:
+        general = exc.message
+    except (IndexError, struct.error):
+        return  # a buffer the size check in front of both would have refused
+    fast = header._decode_ipv4_request(request)
+    if fast is not None:
+        assert fast == general
+        assert repr(fast) == repr(general)
+
+
+_USUAL = encode_request(ForwardRequest(Protocol.TCP, "10.0.0.1", 80, "10.0.0.2", 5000, "svc_1"))
+
+
+def _patched(at: int, value: bytes) -> bytes:
+    return _USUAL[:at] + value + _USUAL[at + len(value) :]
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        _USUAL,
+        _patched(6, b"\x03"),  # an unknown protocol
+        _patched(12, b"\x00\x00"),  # target port 0
+        _patched(19, b"\x00\x00"),  # client port 0: allowed
+        _patched(21, b"\x06"),  # a service id longer than what follows
+        _patched(22, b"s"),  # still valid
+        _patched(22, b"?"),  # a character outside [A-Za-z0-9_-]
+        _USUAL + b"x",  # a trailing byte
+    ],
+    ids=["usual", "protocol", "target-port-0", "client-port-0", "id-length", "id-ok",
+         "id-char", "trailing"],
+)  # fmt: skip
+def test_the_ipv4_fast_path_agrees_on_each_field_rule(request_bytes: bytes) -> None:
+    try:
+        general: ForwardRequest | str = header._decode_any_request(request_bytes)
+    except HeaderError as exc:
+        general = exc.message
+    fast = header._decode_ipv4_request(request_bytes)
+    assert fast is None or fast == general
+    assert isinstance(general, str) or fast is not None  # every valid usual request goes fast

@@ -88,6 +88,14 @@ def check_service_id(service_id: str) -> None:
         raise ValueError(f"service id {service_id!r} is not made of [A-Za-z0-9_-]")
 
 
+_SERVICE_ID_BYTES = re.compile(rb"[A-Za-z0-9_-]{0,%d}" % MAX_SERVICE_ID_CHARS)
+
+
+def is_service_id(raw: bytes) -> bool:
+    """Whether ``raw`` is a valid service id, as it travels (``check_service_id``'s rules)."""
+    return _SERVICE_ID_BYTES.fullmatch(raw) is not None
+
+
 def encode_address(host: str) -> bytes:
     """An address field for ``host``, which ``normalise_target`` or ``normalise_ip`` returned."""
     if is_canonical_ipv4(host):

@@ -86,6 +86,11 @@ class HeaderTimeoutError(HeaderError):
 
 _PROTOCOLS = frozenset(Protocol)
 _STATUSES = frozenset(ForwardStatus)
+_PROTOCOL_OF = {int(p): p for p in Protocol}
+#: the usual request body, both addresses IPv4: protocol, target (type, address, port), client
+#: (type, address, port), service id length; the service id follows
+_IPV4_BODY = struct.Struct("!BB4sHB4sHB")
+_IPV4 = int(_fields.AddressType.IPV4)
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,19 @@ class ForwardRequest:
             _fields.check_port("target port", self.target_port, low=1)
             _fields.check_port("client port", self.client_port, low=0)
             _fields.check_service_id(self.service_id)
+
+    @classmethod
+    def _decoded(
+        cls, protocol: Protocol, target_host: str, target_port: int, client_ip: str,
+        client_port: int, service_id: str,
+    ) -> "ForwardRequest":  # fmt: skip
+        """A request of fields a decoder has already checked and normalised: no second pass."""
+        request = object.__new__(cls)
+        request.__dict__.update(
+            protocol=protocol, target_host=target_host, target_port=target_port,
+            client_ip=client_ip, client_port=client_port, service_id=service_id,
+        )  # fmt: skip
+        return request
 
 
 @dataclass(frozen=True)
@@ -254,6 +272,12 @@ def _check_prefix(buf: Buffer, what: str) -> None:
 
 
 def _decode_request(buf: bytes) -> ForwardRequest:
+    if (fast := _decode_ipv4_request(buf)) is not None:
+        return fast
+    return _decode_any_request(buf)
+
+
+def _decode_any_request(buf: bytes) -> ForwardRequest:
     cursor = _fields.Cursor(buf[_REQUEST_PREFIX.size :])
     with _bad_header():
         protocol = cursor.u8("protocol")
@@ -266,6 +290,29 @@ def _decode_request(buf: bytes) -> ForwardRequest:
         service_id = cursor.short_string("service id")
         cursor.finish()
     return ForwardRequest(Protocol(protocol), target, target_port, client, client_port, service_id)
+
+
+def _decode_ipv4_request(buf: bytes) -> ForwardRequest | None:
+    """The usual request (both addresses IPv4), decoded in one unpack; None for anything else,
+    valid or not, which the general decoder takes (with its error messages)."""
+    at = _REQUEST_PREFIX.size
+    if len(buf) < at + _IPV4_BODY.size or buf[at + 1] != _IPV4 or buf[at + 8] != _IPV4:
+        return None
+    protocol, _, target, target_port, _, client, client_port, id_len = _IPV4_BODY.unpack_from(
+        buf, at
+    )
+    service_id = buf[at + _IPV4_BODY.size :]
+    if (
+        protocol not in _PROTOCOL_OF
+        or not target_port
+        or len(service_id) != id_len
+        or not _fields.is_service_id(service_id)
+    ):
+        return None
+    return ForwardRequest._decoded(
+        _PROTOCOL_OF[protocol], socket.inet_ntoa(target), target_port,
+        socket.inet_ntoa(client), client_port, service_id.decode("ascii"),
+    )  # fmt: skip
 
 
 def _decode_response(buf: bytes) -> ForwardResponse:
