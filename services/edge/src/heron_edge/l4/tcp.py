@@ -163,6 +163,11 @@ class TcpPort:
         task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, sock: socket.socket, client: tuple[str, int]) -> None:
+        if not self.routes.sni:  # a TCP service's port: nothing to peek at
+            route = self.routes.fallback
+            if route is not None:
+                await relay_connection(self.ctx, route, sock, client, self.port)
+                return
         try:
             route = await self._pick(sock)
         except OSError:
