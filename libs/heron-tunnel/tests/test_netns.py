@@ -106,13 +106,19 @@ async def test_an_error_inside_still_deletes_the_namespace_and_stops_its_process
 
     async def fail_inside() -> None:
         async with namespace:
-            started.append(await namespace.spawn("sleep", "30"))
+            # `spawn` returns once `ip netns exec` runs, before it has entered the namespace:
+            # each one says when it is inside, or `delete` could miss it
+            sleeper = await namespace.spawn(
+                "sh", "-c", "echo inside; exec sleep 30", stdout=subprocess.PIPE
+            )
+            started.append(sleeper)
             # one that ignores SIGTERM needs the SIGKILL
             stubborn = await namespace.spawn(
                 "sh", "-c", "trap '' TERM; echo trapped; sleep 30 & wait", stdout=subprocess.PIPE
             )
             started.append(stubborn)
-            assert stubborn.stdout is not None
+            assert sleeper.stdout is not None and stubborn.stdout is not None
+            assert await asyncio.wait_for(sleeper.stdout.readline(), 5) == b"inside\n"
             # SIGTERM before the trap is set would end it as -15: wait until it is
             assert await asyncio.wait_for(stubborn.stdout.readline(), 5) == b"trapped\n"
             assert len(await namespace.pids()) >= 2
