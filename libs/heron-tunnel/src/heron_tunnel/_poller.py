@@ -36,7 +36,11 @@ class Poller:
         weakref.finalize(loop, self._epoll.close)
 
     def register(self, fd: int, handler: Callable[[int], None]) -> None:
-        """Call ``handler(events)`` on every edge of ``fd`` until ``unregister``."""
+        """Call ``handler(events)`` on every edge of ``fd`` until ``unregister(fd, handler)``.
+
+        An entry left for the same number belonged to a socket closed since (the kernel has
+        dropped it from the set, or ``epoll.register`` would fail): the new handler replaces it.
+        """
         if not self._watched:  # on the first use: a loop that never relays pays nothing
             loop = self._loop()
             assert loop is not None  # a poller is only used from its running loop
@@ -45,8 +49,11 @@ class Poller:
         self._epoll.register(fd, _WATCH)
         self._handlers[fd] = handler
 
-    def unregister(self, fd: int) -> None:
-        if self._handlers.pop(fd, None) is not None:
+    def unregister(self, fd: int, handler: Callable[[int], None]) -> None:
+        """Stop calling ``handler`` (the object given to ``register``) for ``fd``; nothing when
+        the number has been closed and registered again by someone else since."""
+        if self._handlers.get(fd) is handler:
+            del self._handlers[fd]
             with contextlib.suppress(OSError):  # closed already: the kernel has forgotten it
                 self._epoll.unregister(fd)
 

@@ -31,8 +31,12 @@ import errno
 import socket
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from heron_tunnel import _movers, _poller
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 DEFAULT_BUFFER_BYTES = 256 * 1024
 #: a direction that never has to wait still lets the loop serve other connections this often
@@ -128,15 +132,16 @@ class _Run:
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_timeout = 0.0
         self._poller: _poller.Poller | None = None
-        self._fds: tuple[int, ...] = ()
+        self._watching: tuple[tuple[int, Callable[[int], None]], ...] = ()
 
     def watch(self, a: int, b: int) -> None:
         """Have the edges of both sockets reach the directions (``on_a``, ``on_b``)."""
         self._poller = _poller.poller(self.loop)
-        self._poller.register(a, self.on_a)
-        self._fds = (a,)
-        self._poller.register(b, self.on_b)
-        self._fds = (a, b)
+        on_a, on_b = self.on_a, self.on_b  # the objects ``unregister`` must be given back
+        self._poller.register(a, on_a)
+        self._watching = ((a, on_a),)
+        self._poller.register(b, on_b)
+        self._watching = ((a, on_a), (b, on_b))
 
     def on_a(self, events: int) -> None:
         forward, backward = self.flows
@@ -178,9 +183,10 @@ class _Run:
     def stop(self) -> None:
         """No callback of this relay stays on the loop."""
         if self._poller is not None:
-            for fd in self._fds:
-                self._poller.unregister(fd)
+            for fd, handler in self._watching:
+                self._poller.unregister(fd, handler)
             self._poller = None
+            self._watching = ()  # its bound methods would hold this relay in a cycle
         for flow in self.flows:
             flow.stop()
         if self._idle_timer is not None:

@@ -18,7 +18,7 @@ import asyncio
 import errno
 import os
 import socket
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -81,13 +81,14 @@ async def wait_readable(
     woken: asyncio.Future[bool] = loop.create_future()
     fd = sock.fileno()
     poller = _poller.poller(loop)
-    poller.register(fd, lambda events: _wake(woken, events))
+    handler = partial(_wake, woken)
+    poller.register(fd, handler)
     timer = loop.call_at(deadline, _time_up, woken)
     try:
         return await woken
     finally:
         timer.cancel()
-        poller.unregister(fd)
+        poller.unregister(fd, handler)
 
 
 def _wake(woken: "asyncio.Future[bool]", events: int) -> None:

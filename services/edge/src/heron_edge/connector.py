@@ -161,12 +161,14 @@ async def _read_answer(
     answer_by = now + answer_timeout_s
     handshake_by = now + connect_timeout_s if in_syn else math.inf
     while True:
-        woken = await wait_readable(loop, sock, min(answer_by, handshake_by))
+        deadline = min(answer_by, handshake_by)
+        woken = await wait_readable(loop, sock, deadline)
         if (response := take_response(sock, buf)) is not None:
             return response
         if woken:
             continue
-        now = loop.time()
+        # the timer fired: loops run timers up to a clock tick early, so the deadline is here
+        now = max(loop.time(), deadline)
         if now >= handshake_by or (now >= answer_by and in_syn):
             if not is_connected(sock):  # a short answer timeout may run out first
                 raise _NoHandshakeError
