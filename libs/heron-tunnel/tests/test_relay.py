@@ -21,7 +21,7 @@ import pytest
 
 from heron_core.tasks import spawn
 from heron_tunnel import _poller
-from heron_tunnel.relay import RelayStats, Side, relay
+from heron_tunnel.relay import Relay, RelayStats, Side, relay
 
 MIB = 1024 * 1024
 #: every test's wait for the relay; real runs take a fraction of it
@@ -398,3 +398,69 @@ async def test_a_finished_relay_leaves_nothing_for_the_garbage_collector(
         gc.garbage.clear()
         gc.enable()
     assert not left, f"{len(left)} objects of the relay were left in cycles: {left[:5]}"
+
+
+async def test_a_relay_without_a_task_reports_its_end_once(
+    open_chain: Callable[..., Chain], force_copy: bool
+) -> None:
+    """``Relay`` runs from the loop's callbacks alone and calls ``on_done`` once, with the
+    same stats ``relay`` returns."""
+    chain = open_chain()
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[Relay] = loop.create_future()
+    calls: list[Relay] = []
+
+    def done(running: Relay) -> None:
+        calls.append(running)
+        ended.set_result(running)
+
+    running = Relay(chain.a, chain.b, force_copy=force_copy, on_done=done)
+    async with asyncio.timeout(RELAY_DEADLINE_S):
+        await send_and_shut(chain.client, b"question")
+        assert await receive_to_eof(chain.server) == b"question"
+        await send_and_shut(chain.server, b"answer!")
+        assert await receive_to_eof(chain.client) == b"answer!"
+        assert await ended is running
+    running.end()  # ended already: nothing more
+    running.stop()
+    assert calls == [running] and running.ended and running.exception is None
+    stats = running.stats()
+    assert (stats.a_to_b_bytes, stats.b_to_a_bytes, stats.first_closed) == (8, 7, Side.A)
+
+
+async def test_a_relay_whose_peers_are_gone_ends_at_the_first_wake_up(
+    open_chain: Callable[..., Chain],
+) -> None:
+    chain = open_chain()
+    chain.client.shutdown(socket.SHUT_WR)
+    chain.server.shutdown(socket.SHUT_WR)
+    await asyncio.sleep(0.05)  # both EOFs are in before the relay starts
+    calls: list[Relay] = []
+    ended = asyncio.Event()
+
+    def done(running: Relay) -> None:
+        calls.append(running)
+        ended.set()
+
+    running = Relay(chain.a, chain.b, on_done=done)
+    async with asyncio.timeout(RELAY_DEADLINE_S):
+        await ended.wait()
+    assert running.ended and calls == [running]
+    assert running.stats().error is None
+
+
+async def test_stopping_a_relay_calls_nothing_and_leaves_nothing_on_the_loop(
+    open_chain: Callable[..., Chain], force_copy: bool
+) -> None:
+    chain = open_chain()
+    calls: list[Relay] = []
+    running = Relay(
+        chain.a, chain.b, idle_timeout=0.05, force_copy=force_copy, on_done=calls.append
+    )
+    running.stop()
+    assert running.ended
+    await asyncio.get_running_loop().sock_sendall(chain.client, b"late")
+    await asyncio.sleep(0.2)  # past the idle timeout, and the bytes' edge: no callback runs
+    assert calls == []
+    with pytest.raises(BlockingIOError):  # nothing moved after the stop
+        chain.server.recv(16)

@@ -131,6 +131,55 @@ async def test_streams_send_small_writes_at_once(forwarder: Forwarder) -> None:
     assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
+async def test_a_header_in_pieces_is_read_on_from_where_it_stopped(
+    forwarder: Forwarder, targets: dict[str, int]
+) -> None:
+    """The accept finds part of the header: the rest is waited for, nothing read twice."""
+    header = request("127.0.0.1", targets["tcp"])
+    reader, writer = await asyncio.open_connection(*forwarder.address)
+    writer.write(header[:5])
+    await writer.drain()
+    await asyncio.sleep(0.05)  # the forwarder has accepted and taken the first five bytes
+    writer.write(header[5:] + b"ping")
+    response = await read_response(reader, TIMEOUT_S)
+    assert response.ok, response
+    assert await asyncio.wait_for(reader.readexactly(4), TIMEOUT_S) == b"ping"
+    writer.close()
+
+
+async def test_a_target_that_does_not_connect_at_once_is_dialled_once() -> None:
+    """A connect still under way when the stream is accepted goes on in a task: the target
+    sees one connection, not a second dial."""
+    loop = asyncio.get_running_loop()
+    with socket.socket() as target, socket.socket() as filler:
+        target.bind(("127.0.0.1", 0))
+        target.listen(0)  # one queued connection fills it: the next SYN is dropped, retried
+        target.settimeout(0.0)
+        filler.connect(target.getsockname())
+        port = target.getsockname()[1]
+        fwd = Forwarder(AllowedTargets([AllowedTarget.of("127.0.0.1", port, Protocol.TCP)]))
+        await fwd.start("127.0.0.1", 0)
+        try:
+            asking = spawn(ask(fwd, request("127.0.0.1", port)), name="ask")
+            await asyncio.sleep(0.2)
+            assert not asking.done()  # the agent waits for its connect
+            first, _ = target.accept()  # the filler: room for the retried SYN
+            first.close()
+            async with asyncio.timeout(TIMEOUT_S):
+                dialled, _ = await loop.sock_accept(target)
+                response, reader, writer = await asking
+            assert response.ok, response
+            with dialled:
+                await loop.sock_sendall(dialled, b"hi")
+                assert await reader.readexactly(2) == b"hi"
+                await asyncio.sleep(0.1)
+                with pytest.raises(BlockingIOError):
+                    target.accept()  # no second connection from the agent
+            writer.close()
+        finally:
+            await fwd.close(grace_s=0.1)
+
+
 async def test_domain_targets_are_resolved(forwarder: Forwarder, targets: dict[str, int]) -> None:
     response, reader, writer = await ask(forwarder, request("LOCALHOST", targets["tcp"]))
     assert response.ok, response

@@ -224,12 +224,24 @@ async def read_response(reader: asyncio.StreamReader, timeout_s: float) -> Forwa
 
 
 async def read_request_from_socket(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, timeout_s: float
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    timeout_s: float,
+    buf: bytearray | None = None,
 ) -> ForwardRequest:
-    """Read one request off a non-blocking socket, taking no byte past it (then ``relay`` it)."""
+    """Read one request off a non-blocking socket, taking no byte past it (then ``relay`` it);
+    ``buf``: what ``take_request`` took of it already."""
     return _decode_request(
-        await _read_socket(loop, sock, _request_size, timeout_s, "forward request")
+        await _read_socket(loop, sock, _request_size, timeout_s, "forward request", buf)
     )
+
+
+def take_request(sock: socket.socket, buf: bytearray) -> ForwardRequest | None:
+    """Receive into ``buf`` what the non-blocking ``sock`` holds of a request, taking no byte
+    past it: the request once it is whole, None while the socket has no more for now."""
+    if not _take(sock, buf, _request_size, "forward request"):
+        return None
+    return _decode_request(bytes(buf))
 
 
 async def read_response_from_socket(
@@ -368,11 +380,12 @@ async def _read_socket(
     size_of: Callable[[Buffer], int],
     timeout_s: float,
     what: str,
+    buf: bytearray | None = None,
 ) -> bytes:
     """Read one header off a non-blocking socket, taking first what is already there without
     waiting: a header usually arrives in one segment, often before its reader asks (no loop
-    turn, no timer)."""
-    buf = bytearray()
+    turn, no timer). ``buf``: its start, taken already."""
+    buf = bytearray() if buf is None else buf
     deadline: float | None = None
     while not _take(sock, buf, size_of, what):
         if deadline is None:

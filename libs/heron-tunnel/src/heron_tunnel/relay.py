@@ -7,9 +7,10 @@ connection, and returns ``RelayStats`` for the access log.
 Each direction is a loop that tries a non-blocking move and, on EAGAIN, waits for the next edge
 of the one socket that blocked. Both sockets join the loop's ``_poller`` (one epoll set,
 edge-triggered) for the relay's life: one registration each instead of one per wait. The loop
-runs in the poller's callbacks, not in tasks: a relay is one future for the caller to await,
+runs in the poller's callbacks, not in tasks: ``relay`` is one future for the caller to await,
 plus the callbacks — no task, coroutine or timer per direction, which is most of what a short
-connection would otherwise cost. On Linux a move is ``os.splice`` socket → pipe → socket, so
+connection would otherwise cost; a ``Relay`` is the callbacks alone, for a caller with no task
+of its own (it says when it is done through ``on_done``). On Linux a move is ``os.splice`` socket → pipe → socket, so
 the bytes never enter Python; the pipe is drained before it is filled again, so an EAGAIN
 always names the socket to wait for and no pipe is ever polled. Where there is no
 ``os.splice``, or the kernel refuses it for a socket, ``recv_into``/``send`` through one reused
@@ -31,6 +32,7 @@ import errno
 import socket
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from typing import TYPE_CHECKING
 
 from heron_tunnel import _movers, _poller
@@ -90,45 +92,107 @@ async def relay(
     methods and ``header.read_request_from_socket`` before). Cancelling leaves no callback on the
     loop and no pipe open. ``force_copy`` skips splice (tests, comparisons).
     """
-    if buffer_size < 1:
-        raise ValueError(f"relay buffer size {buffer_size} is not positive")
-    if idle_timeout is not None and idle_timeout <= 0:
-        raise ValueError(f"relay idle timeout {idle_timeout} is not positive")
-    loop = asyncio.get_running_loop()
-    for sock in (a, b):
-        if sock.gettimeout() != 0.0:  # a syscall each: skipped when already non-blocking
-            sock.settimeout(0.0)
-    run = _Run(loop)
-    with contextlib.ExitStack() as pipes:
-        forward, backward = (
-            _Flow(run, src, dst, side, _movers.open_mover(src, dst, buffer_size, force_copy, pipes))
-            for src, dst, side in ((a, b, Side.A), (b, a, Side.B))
-        )
-        run.flows = (forward, backward)
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def ended(_: Relay) -> None:
+        if not done.done():
+            done.set_result(None)
+
+    running = Relay(
+        a, b, idle_timeout=idle_timeout, buffer_size=buffer_size, force_copy=force_copy,
+        on_done=ended,
+    )  # fmt: skip
+    try:
+        await done
+    finally:
+        running.stop()
+    if running.exception is not None:
+        raise running.exception
+    return running.stats()
+
+
+class Relay:
+    """A relay that runs in the loop's callbacks from the start, and calls ``on_done(self)``
+    once when it ends (``stats`` then says how; ``exception`` holds a bug, if one ended it).
+    For callers that have no task of their own to await ``relay`` in: no task at all.
+
+    ``on_done`` may run before the constructor returns (both peers gone already): check
+    ``ended`` before keeping the relay anywhere. ``stop`` ends it at once without ``on_done``,
+    ``end`` at once with it; either way no callback stays on the loop and no pipe stays open.
+    The caller owns and closes the sockets, best from ``on_done``.
+    """
+
+    __slots__ = ("_backward", "_forward", "_run")
+
+    def __init__(
+        self,
+        a: socket.socket,
+        b: socket.socket,
+        *,
+        on_done: "Callable[[Relay], None]",
+        idle_timeout: float | None = None,
+        buffer_size: int = DEFAULT_BUFFER_BYTES,
+        force_copy: bool = False,
+    ) -> None:
+        if buffer_size < 1:
+            raise ValueError(f"relay buffer size {buffer_size} is not positive")
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError(f"relay idle timeout {idle_timeout} is not positive")
+        for sock in (a, b):
+            if sock.gettimeout() != 0.0:  # a syscall each: skipped when already non-blocking
+                sock.settimeout(0.0)
+        run = self._run = _Run(asyncio.get_running_loop(), partial(on_done, self))
+        pipes = run.pipes
         try:
+            self._forward, self._backward = (
+                _Flow(run, src, dst, side, _movers.open_mover(src, dst, buffer_size, force_copy, pipes))
+                for src, dst, side in ((a, b, Side.A), (b, a, Side.B))
+            )  # fmt: skip
+            run.flows = (self._forward, self._backward)
             run.watch(a.fileno(), b.fileno())
-            forward.pump()
-            backward.pump()
+            self._forward.pump()
+            self._backward.pump()
             if idle_timeout is not None:
                 run.watch_idle(idle_timeout)
-            await run.done
-        finally:
+        except BaseException:
             run.stop()
-            run.flows = ()  # no cycle left: all of it goes by reference counting, not the GC
-    return run.stats(forward, backward)
+            raise
+
+    @property
+    def exception(self) -> BaseException | None:
+        return self._run.exception
+
+    @property
+    def ended(self) -> bool:
+        return self._run.ended
+
+    def stop(self) -> None:
+        """End now without calling ``on_done`` (nothing when it has ended)."""
+        self._run.stop()
+
+    def end(self) -> None:
+        """End now and call ``on_done`` (nothing when it has ended)."""
+        self._run.end()
+
+    def stats(self) -> RelayStats:
+        return self._run.stats(self._forward, self._backward)
 
 
 class _Run:
     """What the directions of one relay share: the clock, the end, and how it came."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_done: "Callable[[], None]") -> None:
         self.loop = loop
         self._started = self.last_activity = loop.time()
-        self.done: asyncio.Future[None] = loop.create_future()
+        self.ended = False
+        self._on_done: Callable[[], None] | None = on_done
+        self.exception: BaseException | None = None
+        self.pipes = contextlib.ExitStack()
         self.flows: tuple[_Flow, ...] = ()
         self.first_closed: Side | None = None
         self.idle_timed_out = False
         self.error: str | None = None
+        self._ended_at: float | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_timeout = 0.0
         self._poller: _poller.Poller | None = None
@@ -171,17 +235,24 @@ class _Run:
         self.end()
 
     def failed(self, exc: BaseException) -> None:
-        self.stop()
-        if not self.done.done():
-            self.done.set_exception(exc)
+        if not self.ended:
+            self.exception = exc
+        self.end()
 
     def end(self) -> None:
+        """Stop, and tell the owner (once)."""
+        on_done = self._on_done
         self.stop()
-        if not self.done.done():
-            self.done.set_result(None)
+        if on_done is not None:
+            on_done()
 
     def stop(self) -> None:
-        """No callback of this relay stays on the loop."""
+        """No callback of this relay stays on the loop, and its pipes are closed."""
+        if self.ended:
+            return
+        self.ended = True
+        self._on_done = None  # it holds the relay's owner: no cycle through it either
+        self._ended_at = self.loop.time()
         if self._poller is not None:
             for fd, handler in self._watching:
                 self._poller.unregister(fd, handler)
@@ -189,20 +260,22 @@ class _Run:
             self._watching = ()  # its bound methods would hold this relay in a cycle
         for flow in self.flows:
             flow.stop()
+        self.flows = ()  # no cycle left: all of it goes by reference counting, not the GC
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        self.pipes.close()
 
     def watch_idle(self, idle_timeout: float) -> None:
         self._idle_timeout = idle_timeout
-        if not self.done.done():
+        if not self.ended:
             self._idle_timer = self.loop.call_at(
                 self.last_activity + idle_timeout, self._check_idle
             )
 
     def _check_idle(self) -> None:
         self._idle_timer = None
-        if self.done.done():
+        if self.ended:
             return
         at = self.last_activity + self._idle_timeout
         if self.loop.time() >= at:
@@ -218,7 +291,7 @@ class _Run:
             first_closed=self.first_closed,
             idle_timed_out=self.idle_timed_out,
             error=self.error,
-            duration_s=self.loop.time() - self._started,
+            duration_s=(self._ended_at or self.loop.time()) - self._started,
             zero_copy=forward.mover.zero_copy and backward.mover.zero_copy,
         )
 
@@ -273,7 +346,7 @@ class _Flow:
         """Move what can be moved now; wait for the edge of what cannot."""
         self._yielded = None
         self._waiting = _NOTHING
-        if self.finished or self.run.done.done():
+        if self.finished or self.run.ended:
             return
         try:
             self._move()

@@ -45,13 +45,27 @@ async def connect(
     Raises ``TimeoutError`` after ``timeout_s``, or the ``OSError`` subclass of the failure
     (``ConnectionRefusedError``…). Leaves no callback on the loop.
     """
+    await settle_connect(loop, sock, start_connect(sock, address), timeout_s)
+
+
+def start_connect(sock: socket.socket, address: tuple[Any, ...]) -> int:
+    """Begin connecting the non-blocking ``sock``: 0 when it is connected already (loopback:
+    the handshake is over by the time connect returns), else ``connect_ex``'s errno (under way,
+    or the failure) for ``settle_connect``."""
     code = sock.connect_ex(address)
+    if code in _IN_PROGRESS and is_connected(sock):
+        return 0
+    return code
+
+
+async def settle_connect(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, code: int, timeout_s: float
+) -> None:
+    """Finish the connect ``start_connect`` answered ``code`` to; errors as ``connect``'s."""
     if code == 0:
         return
     if code not in _IN_PROGRESS:
         raise OSError(code, os.strerror(code))
-    if is_connected(sock):  # loopback: the handshake is over by the time connect returns
-        return
     await wait_connected(loop, sock, timeout_s)
 
 

@@ -9,6 +9,12 @@ asked for what, how it ended and how many bytes moved.
 The listening socket is a plain non-blocking socket, not an asyncio transport: the header is read
 with exact-length reads so that no payload byte is taken from the socket before ``relay`` (which
 splices socket to socket) owns it.
+
+Most streams are served whole in the accept callback: the listener hands a connection over once
+its header is in, the target is an allowed IP address, and a connect to the peer itself (or a
+near LAN host) completes within the call — so the answer goes out and a ``Relay`` starts from the
+callback, with no task or coroutine for the stream's life. Anything else (a header in pieces, a
+name to resolve, a connect under way, a refusal, UDP) goes on in a task from where it stands.
 """
 
 import asyncio
@@ -34,9 +40,10 @@ from heron_tunnel.header import (
     Protocol,
     encode_response,
     read_request_from_socket,
+    take_request,
 )
-from heron_tunnel.relay import relay
-from heron_tunnel.sockets import accept_fast_open, connect
+from heron_tunnel.relay import Relay, RelayStats, relay
+from heron_tunnel.sockets import accept_fast_open, settle_connect, start_connect
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +60,8 @@ _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.
 #: hand a connection to the forwarder only once its first bytes (the header) are in: one wake-up
 #: for both; an edge that sends nothing is accepted after about this long anyway
 _DEFER_ACCEPT_S = 1
+#: how often ``close`` looks whether the streams relayed from callbacks have ended
+_CLOSE_POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -86,7 +95,10 @@ class Forwarder:
         self._limits = limits or ForwarderLimits()
         self._listener: socket.socket | None = None
         self._accepting = False
+        #: streams served by a task: waiting for a header, a name lookup, a connect, UDP
         self._streams: set[asyncio.Task[None]] = set()
+        #: TCP streams relayed from callbacks, without a task (the common case)
+        self._relays: set[Relay] = set()
         self._lines = LineLogger(__name__)
 
     @property
@@ -98,7 +110,7 @@ class Forwarder:
 
     @property
     def active_streams(self) -> int:
-        return len(self._streams)
+        return len(self._streams) + len(self._relays)
 
     async def start(self, host: str, port: int = DEFAULT_PORT) -> None:
         """Listen on ``host:port`` (the overlay address) and accept in the background."""
@@ -137,12 +149,20 @@ class Forwarder:
             self._accepting = False
             self._listener.close()
             self._listener = None
-        if self._streams:
-            _, pending = await asyncio.wait(set(self._streams), timeout=grace_s)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while self.active_streams and (left := deadline - loop.time()) > 0:
+            if self._streams:
+                await asyncio.wait(set(self._streams), timeout=min(left, _CLOSE_POLL_S))
+            else:  # relays end in callbacks: nothing to wait on but the clock
+                await asyncio.sleep(min(left, _CLOSE_POLL_S))
+        for running in list(self._relays):
+            running.end()  # its line says it was cut
+        pending = set(self._streams)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
 
     def _accept(self, listener: socket.socket) -> None:
         """The listener is readable: take what connections are there (a reader callback, not a
@@ -159,12 +179,63 @@ class Forwarder:
                     return
                 continue
             conn.settimeout(0.0)  # non-blocking
-            if len(self._streams) >= self._limits.max_streams:
+            if self.active_streams >= self._limits.max_streams:
                 spawn(self._refuse_busy(conn), name="forwarder busy")
                 continue
-            task = spawn(self._serve(conn, peer), name="forward")
-            self._streams.add(task)
-            task.add_done_callback(self._streams.discard)
+            self._open(conn, peer)
+
+    def _open(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        """Serve the common case here, in the accept callback: the header is in (the listener
+        defers the accept until it is), it names a TCP target allowed by IP address, and the
+        connect to it completes at once (the peer itself, a fast LAN) — answer OK and start the
+        relay, with no task or coroutine. Anything else goes on in a task from where it
+        stands: nothing is read or dialled twice."""
+        started = time.monotonic()
+        buf = bytearray()
+        try:
+            request = take_request(conn, buf)
+        except (HeaderError, OSError) as exc:
+            self._spawn(self._serve(conn, peer, started, buf, failure=exc))
+            return
+        if (
+            request is None
+            or request.protocol is not Protocol.TCP
+            or (family := _ip_family(request.target_host)) is None
+            or not self._allowed.permits(request.target_host, request.target_port, Protocol.TCP)
+        ):
+            self._spawn(self._serve(conn, peer, started, buf))
+            return
+        try:
+            target = _stream_socket(family)
+        except OSError:  # out of descriptors, say: the task answers why
+            self._spawn(self._serve(conn, peer, started, buf))
+            return
+        try:
+            code = start_connect(target, (request.target_host, request.target_port))
+        except OSError as exc:
+            code = exc.errno or errno.EINVAL
+        if code != 0:
+            self._spawn(self._serve(conn, peer, started, buf, dialling=(target, code)))
+            return
+        stream = _Stream(self, conn, target, peer, request, started)
+        if not _answer_ok(conn):
+            stream.close()
+            return
+        try:
+            running = Relay(
+                conn, target, idle_timeout=self._limits.idle_timeout_s, on_done=stream.done
+            )
+        except OSError as exc:  # the relay could not watch the sockets
+            stream.close()
+            log.warning("forward stream lost", **_about(peer, request), error=str(exc))
+            return
+        if not running.ended:
+            self._relays.add(running)
+
+    def _spawn(self, serving: Coroutine[Any, Any, None]) -> None:
+        task = spawn(serving, name="forward")
+        self._streams.add(task)
+        task.add_done_callback(self._streams.discard)
 
     def _pause_accepting(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -182,13 +253,26 @@ class Forwarder:
         with conn:
             await _answer(conn, ForwardResponse(ForwardStatus.INTERNAL, "the agent is too busy"))
 
-    async def _serve(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+    async def _serve(
+        self,
+        conn: socket.socket,
+        peer: tuple[str, int],
+        started: float,
+        buf: bytearray,
+        *,
+        failure: Exception | None = None,
+        dialling: tuple[socket.socket, int] | None = None,
+    ) -> None:
+        """A stream ``_open`` could not finish at once: ``buf`` holds what it read of the header,
+        ``failure`` what reading it raised, ``dialling`` the target's socket and its connect's
+        first answer."""
         loop = asyncio.get_running_loop()
-        started = time.monotonic()
         limits = self._limits
         with conn:
             try:
-                request = await read_request_from_socket(loop, conn, limits.header_timeout_s)
+                if failure is not None:
+                    raise failure
+                request = await read_request_from_socket(loop, conn, limits.header_timeout_s, buf)
             except HeaderError as exc:
                 await _answer(conn, exc.response)
                 log.warning(
@@ -198,7 +282,7 @@ class Forwarder:
             except OSError as exc:
                 log.warning("forward stream lost", edge=_edge(peer), error=str(exc))
                 return
-            if not self._allowed.permits(
+            if dialling is None and not self._allowed.permits(
                 request.target_host, request.target_port, request.protocol
             ):
                 message = (
@@ -209,7 +293,7 @@ class Forwarder:
                 log.warning("forward refused", **_about(peer, request), status="TARGET_NOT_ALLOWED")
                 return
             try:
-                target = await _dial(request, limits.connect_timeout_s)
+                target = await _dial(request, limits.connect_timeout_s, dialling)
             except _DialError as exc:
                 await _answer(conn, exc.response)
                 log.warning(
@@ -225,20 +309,74 @@ class Forwarder:
                 if request.protocol is Protocol.TCP:
                     stats = await relay(conn, target, idle_timeout=limits.idle_timeout_s)
                     sent, received = stats.a_to_b_bytes, stats.b_to_a_bytes
-                    ended = _ending(stats.idle_timed_out, stats.error, stats.first_closed)
+                    ended = _ending(stats)
                 else:
                     sent, received, ended = await _relay_datagrams(
                         conn, target, limits.udp_idle_timeout_s
                     )
-            if self._lines.enabled:  # one line per stream, without structlog's machinery
-                self._lines.info(
-                    "forwarded",
-                    **_about(peer, request),
-                    bytes_to_target=sent,
-                    bytes_from_target=received,
-                    duration_ms=round((time.monotonic() - started) * 1000, 1),
-                    ended=ended,
-                )
+            self._forwarded(peer, request, started, sent, received, ended)
+
+    def _forwarded(
+        self,
+        peer: tuple[str, int],
+        request: ForwardRequest,
+        started: float,
+        sent: int,
+        received: int,
+        ended: str,
+    ) -> None:
+        if self._lines.enabled:  # one line per stream, without structlog's machinery
+            self._lines.info(
+                "forwarded",
+                **_about(peer, request),
+                bytes_to_target=sent,
+                bytes_from_target=received,
+                duration_ms=round((time.monotonic() - started) * 1000, 1),
+                ended=ended,
+            )
+
+
+class _Stream:
+    """A TCP stream relayed from callbacks: what its end needs (closing, its line)."""
+
+    __slots__ = ("conn", "forwarder", "peer", "request", "started", "target")
+
+    def __init__(
+        self,
+        forwarder: Forwarder,
+        conn: socket.socket,
+        target: socket.socket,
+        peer: tuple[str, int],
+        request: ForwardRequest,
+        started: float,
+    ) -> None:
+        self.forwarder = forwarder
+        self.conn = conn
+        self.target = target
+        self.peer = peer
+        self.request = request
+        self.started = started
+
+    def close(self) -> None:
+        self.target.close()
+        self.conn.close()
+
+    def done(self, running: Relay) -> None:
+        forwarder = self.forwarder
+        forwarder._relays.discard(running)
+        self.close()
+        if running.exception is not None:  # a bug: said once, loudly, like a failed task
+            log.error(
+                "forward relay failed",
+                **_about(self.peer, self.request),
+                exc_info=running.exception,
+            )
+            return
+        stats = running.stats()
+        forwarder._forwarded(
+            self.peer, self.request, self.started,
+            stats.a_to_b_bytes, stats.b_to_a_bytes, _ending(stats),
+        )  # fmt: skip
 
 
 def _edge(peer: tuple[str, int]) -> str:
@@ -256,12 +394,14 @@ def _about(peer: tuple[str, int], request: ForwardRequest) -> dict[str, object]:
     }
 
 
-def _ending(idle: bool, error: str | None, first_closed: object) -> str:
-    if idle:
+def _ending(stats: RelayStats) -> str:
+    if stats.idle_timed_out:
         return "idle timeout"
-    if error:
-        return error
-    return f"closed by {'edge' if str(first_closed) == 'a' else 'target'}"
+    if stats.error:
+        return stats.error
+    if stats.first_closed is None:  # neither side ended it: the forwarder did
+        return "cut: the agent is stopping"
+    return f"closed by {'edge' if stats.first_closed == 'a' else 'target'}"
 
 
 _OK = encode_response(ForwardResponse(ForwardStatus.OK))
@@ -297,8 +437,14 @@ async def _answer(conn: socket.socket, response: ForwardResponse) -> bool:
     return response.ok
 
 
-async def _dial(request: ForwardRequest, timeout_s: float) -> socket.socket:
-    """A connected non-blocking socket to the target, or ``_DialError`` saying why not."""
+async def _dial(
+    request: ForwardRequest,
+    timeout_s: float,
+    dialling: tuple[socket.socket, int] | None = None,
+) -> socket.socket:
+    """A connected non-blocking socket to the target, or ``_DialError`` saying why not.
+    ``dialling``: a socket already connecting to the target's IP address, and what
+    ``start_connect`` answered."""
     loop = asyncio.get_running_loop()
     kind = socket.SOCK_STREAM if request.protocol is Protocol.TCP else socket.SOCK_DGRAM
     where = f"{request.target_host}:{request.target_port}"
@@ -319,37 +465,55 @@ async def _dial(request: ForwardRequest, timeout_s: float) -> socket.socket:
             raise _DialError(ForwardStatus.UNREACHABLE, f"cannot resolve {where}: {exc}") from None
     failure = _DialError(ForwardStatus.UNREACHABLE, f"{where} has no address")
     for family_, type_, proto, _, address in infos:
-        sock = socket.socket(family_, type_ | socket.SOCK_NONBLOCK, proto)
+        if dialling is not None:
+            sock, code = dialling
+            dialling = None
+        else:
+            sock = (
+                _stream_socket(family_, proto)
+                if kind == socket.SOCK_STREAM
+                else socket.socket(family_, type_ | socket.SOCK_NONBLOCK, proto)
+            )
+            code = -1
         try:
-            await connect(loop, sock, address, max(deadline - loop.time(), 0.0))
-        except TimeoutError:
+            if code < 0:
+                code = start_connect(sock, address)
+            await settle_connect(loop, sock, code, max(deadline - loop.time(), 0.0))
+        except OSError as exc:  # TimeoutError too
             sock.close()
-            failure = _DialError(
-                ForwardStatus.CONNECT_TIMEOUT,
-                f"connecting to {where} timed out after {timeout_s:g} s",
-            )
-            break
-        except ConnectionRefusedError:
-            sock.close()
-            failure = _DialError(
-                ForwardStatus.CONNECTION_REFUSED, f"{where} refused the connection"
-            )
-        except OSError as exc:
-            sock.close()
-            status = (
-                ForwardStatus.UNREACHABLE
-                if exc.errno in _UNREACHABLE_ERRNOS
-                else ForwardStatus.INTERNAL
-            )
-            failure = _DialError(status, f"cannot connect to {where}: {exc.strerror or exc}")
+            failure = _connect_failure(exc, where, timeout_s)
+            if failure.response.status is ForwardStatus.CONNECT_TIMEOUT:
+                break  # the time is up for every address
         except BaseException:
             sock.close()
             raise
         else:
-            if kind == socket.SOCK_STREAM:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return sock
     raise failure
+
+
+def _connect_failure(exc: OSError, where: str, timeout_s: float) -> _DialError:
+    if isinstance(exc, TimeoutError):
+        return _DialError(
+            ForwardStatus.CONNECT_TIMEOUT, f"connecting to {where} timed out after {timeout_s:g} s"
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return _DialError(ForwardStatus.CONNECTION_REFUSED, f"{where} refused the connection")
+    status = (
+        ForwardStatus.UNREACHABLE if exc.errno in _UNREACHABLE_ERRNOS else ForwardStatus.INTERNAL
+    )
+    return _DialError(status, f"cannot connect to {where}: {exc.strerror or exc}")
+
+
+def _stream_socket(family: socket.AddressFamily, proto: int = 0) -> socket.socket:
+    """A non-blocking TCP socket for a target: no Nagle wait on what the relay writes."""
+    sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK, proto)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _ip_family(host: str) -> socket.AddressFamily | None:
