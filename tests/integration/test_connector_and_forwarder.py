@@ -15,6 +15,7 @@ import pytest_asyncio
 
 from heron_agent.allowed import AllowedTarget, AllowedTargets
 from heron_agent.forwarder import Forwarder
+from heron_core.tasks import spawn
 from heron_edge.connector import StreamTarget, TunnelError, open_stream
 from heron_tunnel.header import (
     ForwardResponse,
@@ -23,6 +24,7 @@ from heron_tunnel.header import (
     encode_response,
     read_request_from_socket,
 )
+from heron_tunnel.relay import relay
 
 CLIENT = ("198.51.100.7", 51234)
 
@@ -63,6 +65,25 @@ async def test_an_allowed_target_gets_a_connected_stream(
         await loop.sock_sendall(sock, b"edge\n")
         reply = await asyncio.wait_for(loop.sock_recv(sock, 100), 10)
     assert reply == b"hello edge\n"
+
+
+async def test_the_stream_is_left_whole_to_its_relay(forwarder: Forwarder, backend: int) -> None:
+    """Nothing of the opening stays on the stream: the relay takes it over, poller included."""
+    loop = asyncio.get_running_loop()
+    sock = await open_stream(target(forwarder, backend), CLIENT)
+    near, far = socket.socketpair()
+    near.settimeout(0.0)
+    with sock, near, far:
+        async with asyncio.timeout(10):
+            relaying = spawn(relay(far, sock), name="relay")
+            await loop.sock_sendall(near, b"relay\n")
+            near.shutdown(socket.SHUT_WR)
+            reply = b""
+            while chunk := await loop.sock_recv(near, 100):
+                reply += chunk
+            stats = await relaying
+    assert reply == b"hello relay\n"
+    assert (stats.a_to_b_bytes, stats.b_to_a_bytes) == (6, 12)
 
 
 async def test_a_target_off_the_list_is_refused_with_its_status(

@@ -21,6 +21,7 @@ from l4_backends import UdpEcho, echo, greet_then_echo, read_proxy_header
 from heron_agent.allowed import AllowedTarget, AllowedTargets
 from heron_agent.forwarder import Forwarder
 from heron_core.types import ServiceMode
+from heron_edge.connector import StreamTarget
 from heron_edge.dataplane import DataPlane
 from heron_edge.l4.context import L4Limits
 from heron_edge.routes import Route, RouteTarget, RoutingTable
@@ -283,6 +284,45 @@ async def test_a_removed_service_drains_then_is_cut_and_others_keep_going(
         assert await asyncio.wait_for(reader.readline(), WAIT_S) == b"220 hello from the greeter\n"
         for w in (gone_writer, kept_writer, writer):
             w.close()
+
+
+async def test_when_no_target_answers_the_client_is_closed_at_once(
+    forwarder: Forwarder, backends: Backends
+) -> None:
+    port = free_port()
+    route = l4_route(
+        "svc_dead", ServiceMode.TCP, port,
+        target(forwarder, backends.dead, path="", target_id="tgt_a"),
+        target(forwarder, backends.dead, path="", target_id="tgt_b"),
+    )  # fmt: skip
+    async with edge_with(route) as plane:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await closed_by_edge(reader)
+        writer.close()
+        assert plane.l4ctx.relays.count() == 0
+        assert plane.l4.tcp[port].active == 0
+        assert all(plane.l4ctx.balancer.is_ejected(route, t) for t in route.targets)
+
+
+async def test_a_connection_cut_while_its_stream_opens_is_closed_and_forgotten() -> None:
+    """An agent that accepts and never answers: removing the service cuts the connection in
+    its opening phase, after the drain."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    port = free_port()
+    stream = StreamTarget("127.0.0.1", "", 9, forwarder_port=silent.getsockname()[1])
+    route = l4_route(
+        "svc_silent", ServiceMode.TCP, port, RouteTarget("tgt_1", stream, "", enabled=True)
+    )
+    with contextlib.closing(silent):
+        async with edge_with(route, drain_s=0.2) as plane:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await wait_until(lambda: plane.l4ctx.relays.count() == 1, "the connection")
+            plane.apply_table(RoutingTable.build(2, []))
+            assert await closed_by_edge(reader)
+            writer.close()
+            await wait_until(lambda: plane.l4ctx.relays.count() == 0, "the cut")
 
 
 async def test_the_connection_limit_refuses_the_excess(

@@ -3,7 +3,7 @@
 import asyncio
 import socket
 
-from heron_tunnel import _poller
+from heron_tunnel import poller as _poller
 
 
 async def test_an_edge_reaches_the_handler_until_it_unregisters() -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from heron_core.tasks import spawn
-from heron_tunnel import _poller
+from heron_tunnel import poller as _poller
 from heron_tunnel.relay import Relay, RelayStats, Side, relay
 
 MIB = 1024 * 1024

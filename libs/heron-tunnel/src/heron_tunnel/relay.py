@@ -35,7 +35,8 @@ from enum import StrEnum
 from functools import partial
 from typing import TYPE_CHECKING
 
-from heron_tunnel import _movers, _poller
+from heron_tunnel import _movers
+from heron_tunnel import poller as _poller
 
 if TYPE_CHECKING:
     from collections.abc import Callable

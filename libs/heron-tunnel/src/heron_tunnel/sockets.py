@@ -22,9 +22,10 @@ from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
-from heron_tunnel import _poller
+from heron_tunnel import poller as _poller
 
-_IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EAGAIN, errno.EINTR, errno.EALREADY})
+#: what ``connect_ex`` answers while the connect goes on
+CONNECT_IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EAGAIN, errno.EINTR, errno.EALREADY})
 #: Linux's socket options, where Python's ``socket`` module does not name them
 TCP_FASTOPEN_CONNECT = getattr(socket, "TCP_FASTOPEN_CONNECT", 30)
 #: ``net.ipv4.tcp_fastopen``, per network namespace: bit 1 clients, bit 2 listeners that ask
@@ -53,7 +54,7 @@ def start_connect(sock: socket.socket, address: tuple[Any, ...]) -> int:
     the handshake is over by the time connect returns), else ``connect_ex``'s errno (under way,
     or the failure) for ``settle_connect``."""
     code = sock.connect_ex(address)
-    if code in _IN_PROGRESS and is_connected(sock):
+    if code in CONNECT_IN_PROGRESS and is_connected(sock):
         return 0
     return code
 
@@ -64,7 +65,7 @@ async def settle_connect(
     """Finish the connect ``start_connect`` answered ``code`` to; errors as ``connect``'s."""
     if code == 0:
         return
-    if code not in _IN_PROGRESS:
+    if code not in CONNECT_IN_PROGRESS:
         raise OSError(code, os.strerror(code))
     await wait_connected(loop, sock, timeout_s)
 

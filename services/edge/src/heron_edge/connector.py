@@ -10,28 +10,31 @@ whose fault it is (not allowed, refused by the target, unreachable, timed out).
 import asyncio
 import errno
 import math
+import os
 import socket
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from heron_core.errors import HeronError
+from heron_tunnel import poller as _poller
 from heron_tunnel.header import (
-    ForwardResponse,
     ForwardStatus,
     HeaderError,
-    HeaderTimeoutError,
     Protocol,
     RequestTemplate,
     take_response,
 )
 from heron_tunnel.sockets import (
-    connect,
+    CONNECT_IN_PROGRESS,
     delay_acks,
     is_connected,
     request_fast_open,
-    wait_connected,
-    wait_readable,
+    start_connect,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 #: the agent's forwarder port when its peer reports none
 DEFAULT_FORWARDER_PORT = 51821
@@ -78,105 +81,252 @@ async def open_stream(
     answer_timeout_s: float = ANSWER_TIMEOUT_S,
 ) -> socket.socket:
     """A non-blocking socket connected to ``target`` through its agent; the caller closes it."""
-    loop = asyncio.get_running_loop()
-    header = target.request.encode(client[0], client[1])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def opened(_: StreamOpening) -> None:
+        if not done.done():
+            done.set_result(None)
+
+    opening = StreamOpening(
+        target, client, on_done=opened,
+        connect_timeout_s=connect_timeout_s, answer_timeout_s=answer_timeout_s,
+    )  # fmt: skip
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        delay_acks(sock)  # the handshake's last ACK rides on the header
-        address = (target.peer_overlay_address, target.forwarder_port)
-        try:
-            in_syn = await _connect_and_send(loop, sock, address, header, connect_timeout_s)
-        except TimeoutError:
-            raise _connect_timeout(target, connect_timeout_s) from None
-        except OSError as exc:
-            raise _unreachable(target, exc) from None
-        try:
-            response = await _read_answer(loop, sock, in_syn, connect_timeout_s, answer_timeout_s)
-        except _NoHandshakeError:
-            raise _connect_timeout(target, connect_timeout_s) from None
-        except HeaderError as exc:
-            raise TunnelError(exc.status, f"the agent at {_agent(target)}: {exc.message}") from None
-        except OSError as exc:
-            if exc.errno in _UNREACHABLE:
-                raise _unreachable(target, exc) from None
-            raise TunnelError(
-                ForwardStatus.UNREACHABLE,
-                f"the agent at {_agent(target)} dropped the stream: {exc}",
-            ) from None
-        if not response.ok:
-            raise TunnelError(response.status, response.message or response.status.name)
-        if in_syn:
-            delay_acks(sock)  # connected now: the first bytes' ACKs ride on the answers
+        await done
     except BaseException:
-        sock.close()
+        opening.cancel()
         raise
-    return sock
+    return opening.take()
 
 
-async def _connect_and_send(
-    loop: asyncio.AbstractEventLoop,
-    sock: socket.socket,
-    address: tuple[str, int],
-    header: bytes,
-    connect_timeout_s: float,
-) -> bool:
-    """Connect ``sock`` and send ``header``: True when it left with the SYN (TCP Fast Open)
-    and the handshake may still be under way."""
-    sent = 0
-    if request_fast_open(sock):
+#: where an opening stands: its connect (and the header's rest) under way, or its answer awaited
+_CONNECTING, _ANSWER = 0, 1
+
+
+class StreamOpening:
+    """Opens a stream from the loop's callbacks, with no task: ``on_done(self)`` once, after
+    the constructor has returned, and then ``take()`` gives the connected socket (the agent
+    answered OK) or raises the ``TunnelError`` that says why not. ``cancel`` closes what it
+    opened, and ``on_done`` is not called.
+
+    With TCP Fast Open the header leaves with the SYN; the connect timeout still holds for the
+    handshake (the agent may be unreachable: then the answer never comes). Otherwise the connect
+    completes first, the header follows, and the answer timeout starts. One registration with
+    the loop's poller and one timer at a time, at the earlier deadline.
+    """
+
+    __slots__ = (
+        "_answer_by", "_answer_timeout_s", "_buf", "_client", "_connect_timeout_s", "_error",
+        "_handler", "_handshake_by", "_header", "_in_syn", "_loop", "_on_done", "_poller", "_sock",
+        "_state", "_target", "_timer",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        target: StreamTarget,
+        client: tuple[str, int],
+        *,
+        on_done: "Callable[[StreamOpening], None]",
+        connect_timeout_s: float = TUNNEL_CONNECT_TIMEOUT_S,
+        answer_timeout_s: float = ANSWER_TIMEOUT_S,
+    ) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        self._target = target
+        self._client = client
+        self._on_done: Callable[[StreamOpening], None] | None = on_done
+        self._connect_timeout_s = connect_timeout_s
+        self._answer_timeout_s = answer_timeout_s
+        self._error: TunnelError | None = None
+        self._buf = bytearray()
+        self._timer: asyncio.TimerHandle | None = None
+        self._poller: _poller.Poller | None = None
+        self._handler: Callable[[int], None] | None = None
+        self._in_syn = False
+        self._state = _CONNECTING
+        self._answer_by = self._handshake_by = math.inf
+        self._header = b""
+        self._sock: socket.socket | None = None
         try:
-            sock.connect(address)  # returns at once: the SYN waits for the first send
-            sent = sock.send(header)
-        except BlockingIOError:  # no cookie for this agent yet: a SYN asking for one left
-            sent = 0
-        if sent == len(header):
-            return True
-        await wait_connected(loop, sock, connect_timeout_s)
-    else:
-        await connect(loop, sock, address, connect_timeout_s)
-    delay_acks(sock)  # the answer and the first bytes need no ACK of their own
-    rest = header[sent:]
-    if sock.send(rest) < len(rest):  # an empty send buffer takes it whole
-        raise OSError(errno.EIO, "the forward request did not fit in the send buffer")
-    return False
+            self._header = target.request.encode(client[0], client[1])
+        except HeaderError as exc:
+            self._fail_soon(TunnelError(exc.status, f"the target cannot be named: {exc.message}"))
+            return
+        sock = self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            delay_acks(sock)  # the handshake's last ACK rides on the header
+            self._start(sock, loop.time())
+        except OSError as exc:
+            self._fail_soon(_unreachable(target, exc))
+        except BaseException:
+            self.cancel()
+            raise
 
+    def take(self) -> socket.socket:
+        """The connected socket, now the caller's; or the error that ended the opening."""
+        if self._error is not None:
+            raise self._error
+        sock = self._sock
+        if sock is None or self._on_done is not None:
+            raise RuntimeError("the stream is not open (yet), or was taken")
+        self._sock = None
+        return sock
 
-class _NoHandshakeError(Exception):
-    """The header left with the SYN, and no handshake completed within the connect timeout."""
+    def cancel(self) -> None:
+        """Close what was opened; ``on_done`` is not called."""
+        self._on_done = None
+        self._unwatch()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
+    def _start(self, sock: socket.socket, now: float) -> None:
+        address = (self._target.peer_overlay_address, self._target.forwarder_port)
+        sent = 0
+        if request_fast_open(sock):
+            try:
+                sock.connect(address)  # returns at once: the SYN waits for the first send
+                sent = sock.send(self._header)
+            except BlockingIOError:  # no cookie for this agent yet: a SYN asking for one left
+                sent = 0
+            self._header = self._header[sent:]
+            if not self._header:
+                self._in_syn = True
+                self._state = _ANSWER
+                self._answer_by = now + self._answer_timeout_s
+                self._handshake_by = now + self._connect_timeout_s
+        else:
+            code = start_connect(sock, address)
+            if code == 0:
+                self._send_header(sock, now)
+            elif code not in CONNECT_IN_PROGRESS:
+                raise OSError(code, os.strerror(code))
+        self._poller = _poller.poller(self._loop)
+        self._handler = self._on_event  # the object ``unregister`` must be given back
+        self._poller.register(sock.fileno(), self._handler)
+        self._arm(now + self._connect_timeout_s if self._state == _CONNECTING else None)
 
-async def _read_answer(
-    loop: asyncio.AbstractEventLoop,
-    sock: socket.socket,
-    in_syn: bool,
-    connect_timeout_s: float,
-    answer_timeout_s: float,
-) -> ForwardResponse:
-    """The agent's answer; when the header left with the SYN, the connect timeout still holds
-    for the handshake (the agent may be unreachable: then the answer never comes). One wait
-    with one timer, at the earlier of the two deadlines."""
-    buf = bytearray()  # the header has just left: no answer can be here yet
-    now = loop.time()
-    answer_by = now + answer_timeout_s
-    handshake_by = now + connect_timeout_s if in_syn else math.inf
-    while True:
-        deadline = min(answer_by, handshake_by)
-        woken = await wait_readable(loop, sock, deadline)
-        if (response := take_response(sock, buf)) is not None:
-            return response
-        if woken:
-            continue
-        # the timer fired: loops run timers up to a clock tick early, so the deadline is here
-        now = max(loop.time(), deadline)
-        if now >= handshake_by or (now >= answer_by and in_syn):
-            if not is_connected(sock):  # a short answer timeout may run out first
-                raise _NoHandshakeError
-            handshake_by = math.inf
-        if now >= answer_by:
-            raise HeaderTimeoutError(
-                f"no complete response within {answer_timeout_s:g} s ({len(buf)} bytes received)"
+    def _send_header(self, sock: socket.socket, now: float) -> None:
+        """Connected: the header (or what the SYN did not carry), and the answer's wait."""
+        delay_acks(sock)  # the answer and the first bytes need no ACK of their own
+        if sock.send(self._header) < len(self._header):  # an empty send buffer takes it whole
+            raise OSError(errno.EIO, "the forward request did not fit in the send buffer")
+        self._state = _ANSWER
+        self._answer_by = now + self._answer_timeout_s
+
+    def _arm(self, deadline: float | None = None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if deadline is None:
+            deadline = min(self._answer_by, self._handshake_by)
+        self._timer = self._loop.call_at(deadline, self._on_timer, deadline)
+
+    def _on_event(self, events: int) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            if self._state == _CONNECTING:
+                if not events & _poller.WRITABLE:
+                    return
+                if code := sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    raise OSError(code, os.strerror(code))
+                self._send_header(sock, self._loop.time())
+                self._arm()
+            elif events & _poller.READABLE:
+                self._read_answer(sock)
+        except OSError as exc:
+            self._fail(self._lost(exc))
+
+    def _read_answer(self, sock: socket.socket) -> None:
+        try:
+            response = take_response(sock, self._buf)
+        except HeaderError as exc:
+            self._fail(
+                TunnelError(exc.status, f"the agent at {_agent(self._target)}: {exc.message}")
             )
+            return
+        if response is None:
+            return
+        if not response.ok:
+            self._fail(TunnelError(response.status, response.message or response.status.name))
+            return
+        if self._in_syn:
+            delay_acks(sock)  # connected now: the first bytes' ACKs ride on the answers
+        self._finish()
+
+    def _on_timer(self, deadline: float) -> None:
+        self._timer = None
+        sock = self._sock
+        if sock is None:
+            return
+        if self._state == _CONNECTING:
+            self._fail(_connect_timeout(self._target, self._connect_timeout_s))
+            return
+        try:
+            self._read_answer(sock)  # what an edge may not have said yet
+        except OSError as exc:
+            self._fail(self._lost(exc))
+            return
+        if self._sock is None or self._on_done is None:
+            return
+        # loops run timers up to a clock tick early: the deadline is here
+        now = max(self._loop.time(), deadline)
+        if now >= self._handshake_by or (now >= self._answer_by and self._in_syn):
+            if not is_connected(sock):  # a short answer timeout may run out first
+                self._fail(_connect_timeout(self._target, self._connect_timeout_s))
+                return
+            self._handshake_by = math.inf
+        if now >= self._answer_by:
+            self._fail(
+                TunnelError(
+                    ForwardStatus.BAD_HEADER,
+                    f"the agent at {_agent(self._target)}: no complete response within "
+                    f"{self._answer_timeout_s:g} s ({len(self._buf)} bytes received)",
+                )
+            )
+            return
+        self._arm()
+
+    def _lost(self, exc: OSError) -> TunnelError:
+        if self._state == _CONNECTING or exc.errno in _UNREACHABLE:
+            return _unreachable(self._target, exc)
+        return TunnelError(
+            ForwardStatus.UNREACHABLE,
+            f"the agent at {_agent(self._target)} dropped the stream: {exc}",
+        )
+
+    def _unwatch(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._poller is not None and self._sock is not None and self._handler is not None:
+            self._poller.unregister(self._sock.fileno(), self._handler)
+        self._poller = None
+        self._handler = None  # a bound method: it would hold this opening in a cycle
+
+    def _finish(self) -> None:
+        self._unwatch()
+        on_done, self._on_done = self._on_done, None
+        if on_done is not None:
+            on_done(self)
+
+    def _fail(self, error: TunnelError) -> None:
+        self._error = error
+        self._unwatch()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._finish()
+
+    def _fail_soon(self, error: TunnelError) -> None:
+        """A failure found in the constructor: ``on_done`` only once it has returned."""
+        self._unwatch()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._error = error
+        self._loop.call_soon(self._finish)
 
 
 def _connect_timeout(target: StreamTarget, timeout_s: float) -> TunnelError:

@@ -190,7 +190,7 @@ class DataPlane:
         sni = hello.server_name
         passthrough = self.ctx.table.tls.get(sni) if sni is not None else None
         if passthrough is not None:
-            await relay_connection(self.l4ctx, passthrough, sock, client, self.main_port)
+            relay_connection(self.l4ctx, passthrough, sock, client, self.main_port)
             return
         # after pass-through: a TLS service's own server may answer its own ACME validations
         if hello.alpn == ACME_ONLY_ALPN:

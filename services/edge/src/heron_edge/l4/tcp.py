@@ -7,10 +7,15 @@ TCP service, if it has one, and is closed otherwise. A port with only a TCP serv
 peek. Every byte the client sent is still in the socket when the relay starts, so the target
 sees the connection exactly as the client made it (a PROXY v2 header first, when the target
 asks for one). One access record per connection: bytes both ways, duration, close reason.
+
+A connection runs in the loop's callbacks from its accept (or its peek) to its access record:
+the tunnel stream opens in a ``StreamOpening``, the bytes move in a ``Relay``. Only the peek
+has a task.
 """
 
 import asyncio
 import contextlib
+import errno
 import socket
 import time
 from typing import Any
@@ -19,13 +24,13 @@ import structlog
 
 from heron_core.tasks import spawn
 from heron_edge.acceptor import Acceptor, local_address, plain
+from heron_edge.connector import StreamOpening, TunnelError
 from heron_edge.l4.context import L4Context, shut
-from heron_edge.l4.dial import NoTargetError, dial
 from heron_edge.routes import PortRoutes, Route, RouteTarget
 from heron_edge.tls.clienthello import ClientHello
 from heron_edge.tls.peek import PeekError, PeekFailure, peek_client_hello
 from heron_tunnel import proxy_protocol
-from heron_tunnel.relay import RelayStats, Side, relay
+from heron_tunnel.relay import Relay, RelayStats, Side
 
 log = structlog.get_logger("heron_edge.l4")
 
@@ -33,78 +38,158 @@ log = structlog.get_logger("heron_edge.l4")
 _REFUSAL_LOG_INTERVAL_S = 10.0
 
 
-class _Connection:
-    """One relayed connection, as ``Relays`` sees it."""
+class Connection:
+    """One TCP connection relayed through the tunnel, from the loop's callbacks alone: a
+    ``StreamOpening`` per target tried (the balancer's order, failures ejected), then a
+    ``Relay``, then the access record. No task or coroutine for its life: most of what a short
+    connection would otherwise cost the edge. ``Relays`` can cut it in either phase."""
 
-    __slots__ = ("client", "cut_reason", "task", "upstream")
+    __slots__ = (
+        "_failures", "_live", "_opening", "_order", "_port", "_relay", "client", "ctx",
+        "cut_reason", "ended", "route", "sock", "started", "target", "upstream",
+    )  # fmt: skip
 
-    def __init__(self, client: socket.socket, task: "asyncio.Task[object] | None") -> None:
+    def __init__(
+        self,
+        ctx: L4Context,
+        route: Route,
+        sock: socket.socket,
+        client: tuple[str, int],
+        port: int,
+        live: "set[Connection] | None" = None,
+    ) -> None:
+        self.ctx = ctx
+        self.route = route
+        self.sock = sock
         self.client = client
+        self._port = port
+        self._live = live
+        self.started = time.monotonic()
+        self.target: RouteTarget | None = None
         self.upstream: socket.socket | None = None
-        self.task = task
         self.cut_reason: str | None = None
+        self.ended = False
+        self._opening: StreamOpening | None = None
+        self._relay: Relay | None = None
+        self._failures: list[str] = []
+        self._order = iter(ctx.balancer.order(route))
+
+    def start(self) -> None:
+        """Begin with the first target; every end closes the client's socket."""
+        self.ctx.relays.add(self.route.id, self)
+        if self._live is not None:
+            self._live.add(self)
+        self._next_target()
 
     def cut(self, reason: str) -> None:
         if self.cut_reason is None:
             self.cut_reason = reason
-        if self.upstream is None:
-            if self.task is not None:
-                self.task.cancel()  # still opening the tunnel stream
-        else:
-            shut(self.client)  # the relay sees both ends close and reports what it moved
+        if self._opening is not None:  # still opening the tunnel stream
+            self._opening.cancel()
+            self._opening = None
+            self._end(self.cut_reason)
+        elif self._relay is not None:
+            shut(self.sock)  # the relay sees both ends close and reports what it moved
             shut(self.upstream)
 
+    def _next_target(self) -> None:
+        target = self.target = next(self._order, None)
+        if target is None:
+            failures = self._failures or ["the service has no enabled target"]
+            log.warning(
+                "connection dropped: no target answered",
+                service_id=self.route.id, domain=self.route.domain, client=self.client[0],
+                failures=failures,
+            )  # fmt: skip
+            self._end("no target answered")
+            return
+        self._opening = StreamOpening(
+            target.stream, self.client,
+            answer_timeout_s=self.ctx.limits.dial_timeout(target), on_done=self._opened,
+        )  # fmt: skip
 
-async def relay_connection(
+    def _opened(self, opening: StreamOpening) -> None:
+        self._opening = None
+        target = self.target
+        assert target is not None  # an opening is for the current target
+        try:
+            upstream = self.upstream = opening.take()
+        except TunnelError as exc:
+            self._failures.append(f"{target.id}: {exc.message}")
+            ejected_s = self.ctx.balancer.failed(self.route, target)
+            log.warning(
+                "target failed, tried later for a while",
+                service_id=self.route.id, target=target.id, error=exc.message, ejected_s=ejected_s,
+            )  # fmt: skip
+            self._next_target()
+            return
+        self.ctx.balancer.succeeded(self.route, target)
+        try:
+            if target.options.proxy_protocol:  # before any byte of the client
+                header = proxy_protocol.encode(self.client, local_address(self.sock))
+                if upstream.send(header) < len(header):  # a new stream's buffer takes it whole
+                    raise OSError(errno.EIO, "the PROXY header did not fit in the send buffer")
+            running = Relay(
+                self.sock, upstream,
+                idle_timeout=self.ctx.limits.tcp_idle_timeout(target), on_done=self._relayed,
+            )  # fmt: skip
+        except OSError as exc:
+            self._end(f"error: {exc}")
+            return
+        if not running.ended:
+            self._relay = running
+
+    def _relayed(self, running: Relay) -> None:
+        self._relay = None
+        stats = running.stats()
+        if running.exception is not None:  # a bug: said loudly, and the connection recorded
+            log.error(
+                "relay failed", service_id=self.route.id, client=self.client[0],
+                exc_info=running.exception,
+            )  # fmt: skip
+            self._end(f"error: {running.exception!r}", stats)
+            return
+        self._end(self.cut_reason or _close_reason(stats), stats)
+
+    def _end(self, reason: str, stats: RelayStats | None = None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.ctx.relays.discard(self.route.id, self)
+        if self._live is not None:
+            self._live.discard(self)
+        for sock in (self.sock, self.upstream):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
+        ctx, route, target = self.ctx, self.route, self.target
+        if ctx.access.enabled:  # the fields of a record nobody reads are not worth making
+            ctx.access.info(
+                "connection",
+                protocol=route.mode.value, service_id=route.id, domain=route.domain,
+                port=self._port, client=self.client[0], client_port=self.client[1],
+                target=target.id if target is not None else None,
+                bytes_in=stats.a_to_b_bytes if stats else 0,
+                bytes_out=stats.b_to_a_bytes if stats else 0,
+                duration_ms=round((time.monotonic() - self.started) * 1000, 1),
+                close_reason=reason,
+            )  # fmt: skip
+
+
+def relay_connection(
     ctx: L4Context,
     route: Route,
     sock: socket.socket,
     client: tuple[str, int],
     port: int,
-) -> None:
-    """Relay ``sock``, accepted on ``port``, to a target of ``route``; closes ``sock`` in every
-    case."""
-    started = time.monotonic()
-    conn = _Connection(sock, asyncio.current_task())
-    ctx.relays.add(route.id, conn)
-    target: RouteTarget | None = None
-    stats: RelayStats | None = None
-    reason = "closed"
-    try:
-        target, conn.upstream = await dial(ctx, route, client)
-        if target.options.proxy_protocol:
-            header = proxy_protocol.encode(client, local_address(sock))
-            await asyncio.get_running_loop().sock_sendall(conn.upstream, header)
-        stats = await relay(sock, conn.upstream, idle_timeout=ctx.limits.tcp_idle_timeout(target))
-        reason = conn.cut_reason or _close_reason(stats)
-    except NoTargetError as exc:
-        reason = "no target answered"
-        log.warning(
-            "connection dropped: no target answered",
-            service_id=route.id, domain=route.domain, client=client[0], failures=exc.failures,
-        )  # fmt: skip
-    except asyncio.CancelledError:
-        reason = conn.cut_reason or "cancelled"
-        raise
-    except OSError as exc:
-        reason = f"error: {exc}"
-    finally:
-        ctx.relays.discard(route.id, conn)
-        for s in (sock, conn.upstream):
-            if s is not None:
-                with contextlib.suppress(OSError):
-                    s.close()
-        if ctx.access.enabled:  # the fields of a record nobody reads are not worth making
-            ctx.access.info(
-                "connection",
-                protocol=route.mode.value, service_id=route.id, domain=route.domain,
-                port=port, client=client[0], client_port=client[1],
-                target=target.id if target is not None else None,
-                bytes_in=stats.a_to_b_bytes if stats else 0,
-                bytes_out=stats.b_to_a_bytes if stats else 0,
-                duration_ms=round((time.monotonic() - started) * 1000, 1),
-                close_reason=reason,
-            )  # fmt: skip
+    live: set[Connection] | None = None,
+) -> Connection:
+    """Relay ``sock``, accepted on ``port``, to a target of ``route``, from callbacks (no task
+    needed): returns at once. ``sock`` is closed in every case; ``live`` holds the connection
+    until it ends."""
+    connection = Connection(ctx, route, sock, client, port, live)
+    connection.start()
+    return connection
 
 
 def _close_reason(stats: RelayStats) -> str:
@@ -129,24 +214,29 @@ class TcpPort:
         self._acceptor = Acceptor(sock, self._on_connection)
         self.port = self._acceptor.port
         self._task_name = f"tcp :{self.port}"
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: connections whose ClientHello is being peeked at (ports with TLS services)
+        self._peeking: set[asyncio.Task[None]] = set()
+        #: connections relayed (or opening their tunnel stream)
+        self._live: set[Connection] = set()
         self.refused = 0
         self._refusal_logged_at = 0.0
 
     @property
     def active(self) -> int:
-        return len(self._tasks)
+        return len(self._peeking) + len(self._live)
 
     def close(self) -> None:
         """Stop accepting; connections already accepted go on (``Relays`` drains them)."""
         self._acceptor.close()
 
     def cancel(self) -> None:
-        for task in list(self._tasks):
+        for task in list(self._peeking):
             task.cancel()
+        for connection in list(self._live):
+            connection.cut("cancelled")
 
     def _on_connection(self, sock: socket.socket, peer: Any) -> None:
-        if len(self._tasks) >= self.ctx.limits.max_connections_per_port:
+        if self.active >= self.ctx.limits.max_connections_per_port:
             sock.close()
             self.refused += 1
             now = time.monotonic()
@@ -158,16 +248,20 @@ class TcpPort:
                     refused_so_far=self.refused,
                 )  # fmt: skip
             return
+        routes = self.routes
+        if not routes.sni:  # a TCP service's port: nothing to peek at, no task
+            if routes.fallback is None:
+                sock.close()
+            else:
+                relay_connection(
+                    self.ctx, routes.fallback, sock, plain(peer), self.port, self._live
+                )
+            return
         task = spawn(self._serve(sock, plain(peer)), name=self._task_name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._peeking.add(task)
+        task.add_done_callback(self._peeking.discard)
 
     async def _serve(self, sock: socket.socket, client: tuple[str, int]) -> None:
-        if not self.routes.sni:  # a TCP service's port: nothing to peek at
-            route = self.routes.fallback
-            if route is not None:
-                await relay_connection(self.ctx, route, sock, client, self.port)
-                return
         try:
             route = await self._pick(sock)
         except OSError:
@@ -179,7 +273,7 @@ class TcpPort:
         if route is None:
             sock.close()
             return
-        await relay_connection(self.ctx, route, sock, client, self.port)
+        relay_connection(self.ctx, route, sock, client, self.port, self._live)
 
     async def _pick(self, sock: socket.socket) -> Route | None:
         routes = self.routes
