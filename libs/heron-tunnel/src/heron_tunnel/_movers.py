@@ -124,7 +124,7 @@ class CopyThenSplice:
         src: socket.socket,
         dst: socket.socket,
         buffer_size: int,
-        pipes: contextlib.ExitStack,
+        pipes: list[int],
     ) -> None:
         self._src, self._dst = src, dst
         self._buffer_size = buffer_size
@@ -178,15 +178,16 @@ class CopyThenSplice:
     def write(self) -> int | None:
         if self._then is not None:
             return self._then.write()
-        with contextlib.suppress(BlockingIOError):  # None: the socket takes nothing now
+        try:
             # at EOF the bytes wait in the socket for the FIN that shutdown adds right after
             sent = self._dst.send(self._data, socket.MSG_MORE if self._eof else 0)
-            self._data = memoryview(self._data)[sent:] if sent < len(self._data) else b""
-            if self._bulk and not self._data:  # the bytes of a full read are out: splice now
-                self._then = open_bulk_mover(self._src, self._dst, self._buffer_size, self._pipes)
-                self.zero_copy = self._then.zero_copy
-            return sent
-        return None
+        except BlockingIOError:  # the socket takes nothing now
+            return None
+        self._data = memoryview(self._data)[sent:] if sent < len(self._data) else b""
+        if self._bulk and not self._data:  # the bytes of a full read are out: splice now
+            self._then = open_bulk_mover(self._src, self._dst, self._buffer_size, self._pipes)
+            self.zero_copy = self._then.zero_copy
+        return sent
 
 
 def open_mover(
@@ -194,7 +195,7 @@ def open_mover(
     dst: socket.socket,
     buffer_size: int,
     force_copy: bool,
-    pipes: contextlib.ExitStack,
+    pipes: list[int],
 ) -> Mover:
     if force_copy or not hasattr(os, "splice"):
         return CopyMover(src, dst, buffer_size)
@@ -202,12 +203,12 @@ def open_mover(
 
 
 def open_bulk_mover(
-    src: socket.socket, dst: socket.socket, buffer_size: int, pipes: contextlib.ExitStack
+    src: socket.socket, dst: socket.socket, buffer_size: int, pipes: list[int]
 ) -> Mover:
-    """Splice where the kernel takes it and the pipe is worth having, else copy."""
+    """Splice where the kernel takes it and the pipe is worth having, else copy. The pipe's
+    descriptors go in ``pipes``, for the relay to close."""
     pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    for fd in pipe:
-        pipes.callback(os.close, fd)
+    pipes.extend(pipe)
     with contextlib.suppress(OSError):  # over this user's pipe allowance: EPERM
         fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, min(buffer_size, _pipe_max_bytes()))
     pipe_size = fcntl.fcntl(pipe[1], fcntl.F_GETPIPE_SZ)

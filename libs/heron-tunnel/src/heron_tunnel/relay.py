@@ -27,12 +27,11 @@ both directions and is reported in the stats, not raised. The caller owns and cl
 """
 
 import asyncio
-import contextlib
 import errno
+import os
 import socket
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import partial
 from typing import TYPE_CHECKING
 
 from heron_tunnel import _movers
@@ -68,8 +67,10 @@ class Side(StrEnum):
         return Side.B if self is Side.A else Side.A
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RelayStats:
+    """How a relay went (read-only by convention: not frozen, which costs every relay)."""
+
     a_to_b_bytes: int
     b_to_a_bytes: int
     first_closed: Side | None  # whose EOF or error ended a direction first; None: neither's
@@ -142,17 +143,19 @@ class Relay:
         for sock in (a, b):
             if sock.gettimeout() != 0.0:  # a syscall each: skipped when already non-blocking
                 sock.settimeout(0.0)
-        run = self._run = _Run(asyncio.get_running_loop(), partial(on_done, self))
+        run = self._run = _Run(asyncio.get_running_loop(), on_done, self)
         pipes = run.pipes
         try:
-            self._forward, self._backward = (
-                _Flow(run, src, dst, side, _movers.open_mover(src, dst, buffer_size, force_copy, pipes))
-                for src, dst, side in ((a, b, Side.A), (b, a, Side.B))
-            )  # fmt: skip
-            run.flows = (self._forward, self._backward)
+            forward = self._forward = _Flow(
+                run, a, b, Side.A, _movers.open_mover(a, b, buffer_size, force_copy, pipes)
+            )
+            backward = self._backward = _Flow(
+                run, b, a, Side.B, _movers.open_mover(b, a, buffer_size, force_copy, pipes)
+            )
+            run.flows = (forward, backward)
             run.watch(a.fileno(), b.fileno())
-            self._forward.pump()
-            self._backward.pump()
+            forward.pump()
+            backward.pump()
             if idle_timeout is not None:
                 run.watch_idle(idle_timeout)
         except BaseException:
@@ -182,13 +185,16 @@ class Relay:
 class _Run:
     """What the directions of one relay share: the clock, the end, and how it came."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_done: "Callable[[], None]") -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, on_done: "Callable[[Relay], None]", owner: Relay
+    ) -> None:
         self.loop = loop
         self._started = self.last_activity = loop.time()
         self.ended = False
-        self._on_done: Callable[[], None] | None = on_done
+        self._on_done: Callable[[Relay], None] | None = on_done
+        self._owner: Relay | None = owner
         self.exception: BaseException | None = None
-        self.pipes = contextlib.ExitStack()
+        self.pipes: list[int] = []  # the descriptors of splice's pipes, closed at the end
         self.flows: tuple[_Flow, ...] = ()
         self.first_closed: Side | None = None
         self.idle_timed_out = False
@@ -227,7 +233,8 @@ class _Run:
             self.first_closed = side
 
     def direction_done(self) -> None:
-        if all(flow.finished for flow in self.flows):
+        forward, backward = self.flows
+        if forward.finished and backward.finished:
             self.end()
 
     def peer_gone(self, side: Side, code: int) -> None:
@@ -242,17 +249,17 @@ class _Run:
 
     def end(self) -> None:
         """Stop, and tell the owner (once)."""
-        on_done = self._on_done
+        on_done, owner = self._on_done, self._owner
         self.stop()
-        if on_done is not None:
-            on_done()
+        if on_done is not None and owner is not None:
+            on_done(owner)
 
     def stop(self) -> None:
         """No callback of this relay stays on the loop, and its pipes are closed."""
         if self.ended:
             return
         self.ended = True
-        self._on_done = None  # it holds the relay's owner: no cycle through it either
+        self._on_done = self._owner = None  # no cycle through the owner either
         self._ended_at = self.loop.time()
         if self._poller is not None:
             for fd, handler in self._watching:
@@ -265,7 +272,9 @@ class _Run:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
-        self.pipes.close()
+        for fd in self.pipes:
+            os.close(fd)
+        self.pipes.clear()
 
     def watch_idle(self, idle_timeout: float) -> None:
         self._idle_timeout = idle_timeout
@@ -409,8 +418,10 @@ class _Flow:
         self.stop()
         self.finished = True
         self.run.closed(self.source)
-        with contextlib.suppress(OSError):  # the other peer may be gone already
+        try:  # noqa: SIM105 (suppress() makes an object per call: this runs per connection)
             self.dst.shutdown(socket.SHUT_WR)
+        except OSError:  # the other peer may be gone already
+            pass
         self.run.direction_done()
 
     def _peer_error(self, exc: OSError, side: Side) -> None:
