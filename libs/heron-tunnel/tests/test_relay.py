@@ -464,3 +464,44 @@ async def test_stopping_a_relay_calls_nothing_and_leaves_nothing_on_the_loop(
     assert calls == []
     with pytest.raises(BlockingIOError):  # nothing moved after the stop
         chain.server.recv(16)
+
+
+async def test_a_relay_that_closes_its_sockets_leaves_their_numbers_free(
+    open_chain: Callable[..., Chain],
+) -> None:
+    """``close_sockets``: closed at the end, before ``on_done``, and out of the poller with no
+    epoll call — a socket that gets the same number next registers as any other."""
+    chain = open_chain()
+    loop = asyncio.get_running_loop()
+    numbers = (chain.a.fileno(), chain.b.fileno())
+    ended = asyncio.Event()
+    seen: list[int] = []
+
+    def done(_: Relay) -> None:
+        seen.extend((chain.a.fileno(), chain.b.fileno()))
+        ended.set()
+
+    Relay(chain.a, chain.b, on_done=done, close_sockets=True)
+    async with asyncio.timeout(RELAY_DEADLINE_S):
+        await send_and_shut(chain.server, b"bye")
+        assert await receive_to_eof(chain.client) == b"bye"
+        chain.client.shutdown(socket.SHUT_WR)
+        await ended.wait()
+    assert seen == [-1, -1]
+    opened: list[socket.socket] = []
+    try:
+        while not set(numbers) <= {s.fileno() for s in opened} and len(opened) < 256:
+            opened.append(socket.socket())
+        poller = _poller.poller(loop)
+        for sock in opened:
+            if sock.fileno() in numbers:  # no FileExistsError: the set forgot the old sockets
+
+                def handler(_: int) -> None:
+                    pass
+
+                poller.register(sock.fileno(), handler)
+                poller.unregister(sock.fileno(), handler)
+        assert set(numbers) <= {s.fileno() for s in opened}
+    finally:
+        for sock in opened:
+            sock.close()

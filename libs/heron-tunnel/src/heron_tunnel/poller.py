@@ -49,13 +49,16 @@ class Poller:
         self._epoll.register(fd, _WATCH)
         self._handlers[fd] = handler
 
-    def unregister(self, fd: int, handler: Callable[[int], None]) -> None:
+    def unregister(self, fd: int, handler: Callable[[int], None], *, closing: bool = False) -> None:
         """Stop calling ``handler`` (the object given to ``register``) for ``fd``; nothing when
-        the number has been closed and registered again by someone else since."""
+        the number has been closed and registered again by someone else since. ``closing``:
+        the caller closes ``fd`` right after, which takes it out of the set without a syscall
+        (the socket must not have been duplicated)."""
         if self._handlers.get(fd) is handler:
             del self._handlers[fd]
-            with contextlib.suppress(OSError):  # closed already: the kernel has forgotten it
-                self._epoll.unregister(fd)
+            if not closing:
+                with contextlib.suppress(OSError):  # closed already: the kernel forgot it
+                    self._epoll.unregister(fd)
 
     def _dispatch(self) -> None:
         handlers = self._handlers

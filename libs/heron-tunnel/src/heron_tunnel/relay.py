@@ -121,7 +121,9 @@ class Relay:
     ``on_done`` may run before the constructor returns (both peers gone already): check
     ``ended`` before keeping the relay anywhere. ``stop`` ends it at once without ``on_done``,
     ``end`` at once with it; either way no callback stays on the loop and no pipe stays open.
-    The caller owns and closes the sockets, best from ``on_done``.
+    The caller owns and closes the sockets, or with ``close_sockets`` the relay closes them as
+    it ends (before ``on_done``: two syscalls fewer, the kernel forgets a closed socket's
+    registration by itself). Sockets it closes must not have been duplicated (``dup``).
     """
 
     __slots__ = ("_backward", "_forward", "_run")
@@ -135,6 +137,7 @@ class Relay:
         idle_timeout: float | None = None,
         buffer_size: int = DEFAULT_BUFFER_BYTES,
         force_copy: bool = False,
+        close_sockets: bool = False,
     ) -> None:
         if buffer_size < 1:
             raise ValueError(f"relay buffer size {buffer_size} is not positive")
@@ -144,6 +147,8 @@ class Relay:
             if sock.gettimeout() != 0.0:  # a syscall each: skipped when already non-blocking
                 sock.settimeout(0.0)
         run = self._run = _Run(asyncio.get_running_loop(), on_done, self)
+        if close_sockets:
+            run.sockets = (a, b)
         pipes = run.pipes
         try:
             forward = self._forward = _Flow(
@@ -195,6 +200,8 @@ class _Run:
         self._owner: Relay | None = owner
         self.exception: BaseException | None = None
         self.pipes: list[int] = []  # the descriptors of splice's pipes, closed at the end
+        #: sockets to close at the end (``close_sockets``)
+        self.sockets: tuple[socket.socket, ...] = ()
         self.flows: tuple[_Flow, ...] = ()
         self.first_closed: Side | None = None
         self.idle_timed_out = False
@@ -261,11 +268,15 @@ class _Run:
         self.ended = True
         self._on_done = self._owner = None  # no cycle through the owner either
         self._ended_at = self.loop.time()
+        closing = bool(self.sockets)
         if self._poller is not None:
             for fd, handler in self._watching:
-                self._poller.unregister(fd, handler)
+                self._poller.unregister(fd, handler, closing=closing)
             self._poller = None
             self._watching = ()  # its bound methods would hold this relay in a cycle
+        for sock in self.sockets:
+            sock.close()
+        self.sockets = ()
         for flow in self.flows:
             flow.stop()
         self.flows = ()  # no cycle left: all of it goes by reference counting, not the GC

@@ -223,8 +223,9 @@ class Forwarder:
             return
         try:
             running = Relay(
-                conn, target, idle_timeout=self._limits.idle_timeout_s, on_done=stream.done
-            )
+                conn, target, idle_timeout=self._limits.idle_timeout_s, on_done=stream.done,
+                close_sockets=True,
+            )  # fmt: skip
         except OSError as exc:  # the relay could not watch the sockets
             stream.close()
             log.warning("forward stream lost", **_about(peer, request), error=str(exc))

@@ -132,6 +132,7 @@ class Connection:
             running = Relay(
                 self.sock, upstream,
                 idle_timeout=self.ctx.limits.tcp_idle_timeout(target), on_done=self._relayed,
+                close_sockets=True,
             )  # fmt: skip
         except OSError as exc:
             self._end(f"error: {exc}")
