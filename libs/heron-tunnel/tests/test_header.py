@@ -475,6 +475,44 @@ def test_any_bytes_parse_to_incomplete_a_request_they_start_with_or_a_header_err
     assert encode_request(request) == _canonical(data[:size])
 
 
+@settings(max_examples=300)
+@given(data=st.one_of(st.binary(max_size=600), _mutations(), REQUESTS.map(encode_request)))
+@example(data=REQUEST_BYTES + b"extra")
+@example(data=b"HRN\x01\x00\x00")
+@example(data=b"HRN\x01\x00")
+def test_take_request_reads_off_a_socket_what_parse_request_parses(data: bytes) -> None:
+    """Whatever the socket holds: the same request, incomplete, or the same error as the
+    parser; and no byte past the request is taken."""
+    edge, agent = socket.socketpair()
+    with edge, agent:
+        agent.settimeout(0.0)
+        if data:
+            edge.sendall(data)
+        buf = bytearray()
+        refused: ForwardStatus | None = None
+        try:
+            expected = parse_request(data)
+        except HeaderError as exc:
+            expected, refused = None, exc.status
+        if refused is not None:
+            with pytest.raises(HeaderError) as caught:
+                header.take_request(agent, buf)
+            assert caught.value.status is refused
+            return
+        taken = header.take_request(agent, buf)
+        if expected is None:
+            assert taken is None
+            assert bytes(buf) == data  # kept for the next call
+            return
+        request, size = expected
+        assert taken == request
+        try:
+            rest = agent.recv(1024)
+        except BlockingIOError:
+            rest = b""
+        assert rest == data[size:]
+
+
 @settings(max_examples=500)
 @given(request=st.one_of(REQUESTS.map(encode_request), _mutations()))
 def test_the_ipv4_fast_path_decodes_as_the_general_decoder(request: bytes) -> None:

@@ -91,6 +91,8 @@ _PROTOCOL_OF = {int(p): p for p in Protocol}
 #: (type, address, port), service id length; the service id follows
 _IPV4_BODY = struct.Struct("!BB4sHB4sHB")
 _IPV4 = int(_fields.AddressType.IPV4)
+#: what every request of this version starts with, its body's length after it
+_REQUEST_START = MAGIC + bytes((VERSION,))
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,22 @@ async def read_request_from_socket(
 def take_request(sock: socket.socket, buf: bytearray) -> ForwardRequest | None:
     """Receive into ``buf`` what the non-blocking ``sock`` holds of a request, taking no byte
     past it: the request once it is whole, None while the socket has no more for now."""
+    if not buf:  # the usual case, a whole request there: one read for its prefix, one for the rest
+        try:
+            head = sock.recv(_REQUEST_PREFIX.size)
+        except (BlockingIOError, InterruptedError):
+            return None
+        buf += head
+        if len(head) == _REQUEST_PREFIX.size and head.startswith(_REQUEST_START):
+            body_len = int.from_bytes(head[len(_REQUEST_START) :], "big")
+            if body_len <= MAX_BODY_BYTES:
+                try:
+                    body = sock.recv(body_len)
+                except (BlockingIOError, InterruptedError):
+                    return None
+                buf += body
+                if len(body) == body_len:
+                    return _decode_request(head + body)
     if not _take(sock, buf, _request_size, "forward request"):
         return None
     return _decode_request(bytes(buf))

@@ -42,12 +42,17 @@ class AllowedTargets:
     """The current set; replaced whole when management sends a new config."""
 
     def __init__(self, targets: Iterable[AllowedTarget] = ()) -> None:
-        self._targets = frozenset(targets)
+        self.replace(targets)
 
     def replace(self, targets: Iterable[AllowedTarget]) -> None:
         self._targets = frozenset(targets)
+        #: the same as plain tuples: a host already canonical (what an edge sends) is looked
+        #: up without making an ``AllowedTarget`` per stream
+        self._keys = frozenset((t.host, t.port, t.protocol) for t in self._targets)
 
     def permits(self, host: str, port: int, protocol: Protocol) -> bool:
+        if (host, port, protocol) in self._keys:
+            return True
         return AllowedTarget(canonical_host(host), port, protocol) in self._targets
 
     def __len__(self) -> int:

@@ -363,9 +363,9 @@ class _Stream:
         self.conn.close()
 
     def done(self, running: Relay) -> None:
+        """The relay has ended, and closed both sockets."""
         forwarder = self.forwarder
         forwarder._relays.discard(running)
-        self.close()
         if running.exception is not None:  # a bug: said once, loudly, like a failed task
             log.error(
                 "forward relay failed",

@@ -153,16 +153,18 @@ class Connection:
         self._end(self.cut_reason or _close_reason(stats), stats)
 
     def _end(self, reason: str, stats: RelayStats | None = None) -> None:
+        """Closes both sockets (a relay's end has closed them already) and writes the record."""
         if self.ended:
             return
         self.ended = True
         self.ctx.relays.discard(self.route.id, self)
         if self._live is not None:
             self._live.discard(self)
-        for sock in (self.sock, self.upstream):
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.close()
+        if stats is None:
+            for sock in (self.sock, self.upstream):
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.close()
         ctx, route, target = self.ctx, self.route, self.target
         if ctx.access.enabled:  # the fields of a record nobody reads are not worth making
             ctx.access.info(
