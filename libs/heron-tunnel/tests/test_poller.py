@@ -51,3 +51,37 @@ async def test_a_late_unregister_leaves_the_next_owner_of_the_number_alone() -> 
         poller.unregister(fd, old_handler)  # its old owner, late: must not touch the new one
         second_peer.send(b"x")
         await asyncio.wait_for(got.wait(), 5)
+
+
+async def test_a_failing_handler_is_reported_and_the_rest_of_the_batch_still_runs() -> None:
+    """Edge-triggered: an edge not delivered now never comes again, so one handler's bug must
+    not cost the sockets after it in the same wake-up their edges."""
+    loop = asyncio.get_running_loop()
+    poller = _poller.poller(loop)
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    pairs = [socket.socketpair() for _ in range(3)]
+    reached = asyncio.Event()
+    handlers = []
+    try:
+        for index, (a, _) in enumerate(pairs):
+
+            def handler(events: int, index: int = index) -> None:
+                if index == 0:
+                    raise RuntimeError("a bug in the first handler")
+                if index == len(pairs) - 1:
+                    reached.set()
+
+            handlers.append(handler)
+            poller.register(a.fileno(), handler)
+        for _, b in pairs:
+            b.send(b"x")  # all three readable before the loop polls: one batch
+        await asyncio.wait_for(reached.wait(), 5)
+        assert len(reported) == 1
+        assert isinstance(reported[0]["exception"], RuntimeError)
+    finally:
+        loop.set_exception_handler(None)
+        for (a, b), handler in zip(pairs, handlers, strict=False):
+            poller.unregister(a.fileno(), handler)
+            a.close()
+            b.close()

@@ -505,3 +505,29 @@ async def test_a_relay_that_closes_its_sockets_leaves_their_numbers_free(
     finally:
         for sock in opened:
             sock.close()
+
+
+async def test_what_on_done_raises_is_reported_and_the_relay_still_ends_cleanly(
+    open_chain: Callable[..., Chain],
+) -> None:
+    chain = open_chain()
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+
+        def done(_: Relay) -> None:
+            raise RuntimeError("a bug in the owner")
+
+        running = Relay(chain.a, chain.b, on_done=done)
+        async with asyncio.timeout(RELAY_DEADLINE_S):
+            await send_and_shut(chain.server, b"bye")
+            assert await receive_to_eof(chain.client) == b"bye"
+            chain.client.shutdown(socket.SHUT_WR)
+            while not reported:  # noqa: ASYNC110 (the exception handler is the only signal)
+                await asyncio.sleep(0.01)
+    finally:
+        loop.set_exception_handler(None)
+    assert running.ended and running.exception is None
+    assert isinstance(reported[0]["exception"], RuntimeError)
+    assert running.stats().first_closed is not None

@@ -65,7 +65,19 @@ class Poller:
         for fd, events in self._epoll.poll(0, _BATCH):
             handler = handlers.get(fd)
             if handler is not None:  # an earlier handler of this batch may have unregistered it
-                handler(events)
+                try:
+                    handler(events)
+                except Exception as exc:  # noqa: BLE001 (reported, as the loop does a callback's)
+                    # the rest of the batch still gets its edges: edge-triggered, they would
+                    # not come again
+                    self._report(exc, handler)
+
+    def _report(self, exc: Exception, handler: Callable[[int], None]) -> None:
+        loop = self._loop()
+        if loop is not None:
+            loop.call_exception_handler(
+                {"message": f"poller handler {handler!r} failed", "exception": exc}
+            )
 
 
 def poller(loop: asyncio.AbstractEventLoop) -> Poller:

@@ -255,11 +255,17 @@ class _Run:
         self.end()
 
     def end(self) -> None:
-        """Stop, and tell the owner (once)."""
+        """Stop, and tell the owner (once). What ``on_done`` raises goes to the loop's exception
+        handler: a direction that ends the relay must not take it for its own failure."""
         on_done, owner = self._on_done, self._owner
         self.stop()
         if on_done is not None and owner is not None:
-            on_done(owner)
+            try:
+                on_done(owner)
+            except Exception as exc:  # noqa: BLE001 (reported, as the loop does a callback's)
+                self.loop.call_exception_handler(
+                    {"message": f"relay on_done {on_done!r} failed", "exception": exc}
+                )
 
     def stop(self) -> None:
         """No callback of this relay stays on the loop, and its pipes are closed."""
