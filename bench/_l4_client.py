@@ -9,8 +9,11 @@ the close coming back. Bounded in time and in count: no connection starts after 
 or once ``--max`` have started; each one has ``--timeout`` to finish.
 
 Prints one line, ``CONN {json}``: how many finished with the expected bytes (``ok``), how many
-failed and why, the seconds from the start to the last one's end, and each ok connection's time
-from the start of the connect to the close in microseconds (``latencies_us``).
+failed and why, the seconds from the start to the last one's end, and the ok connections' times
+from the start of the connect to the close in microseconds, as a histogram (``latency_counts``:
+[microseconds rounded to three significant digits, count] pairs), so that the line stays a few
+KiB however many connections there were (a line of every latency passed 64 KiB and once came
+back garbled).
 """
 
 import argparse
@@ -54,7 +57,7 @@ class Tally:
         self.wrong = 0
         self.timeouts = 0
         self.errors: dict[str, int] = {}
-        self.latencies_us: list[int] = []
+        self.latency_counts: dict[int, int] = {}
 
 
 async def _slot(args: argparse.Namespace, expect: bytes, deadline: float, tally: Tally) -> None:
@@ -83,7 +86,8 @@ async def _slot(args: argparse.Namespace, expect: bytes, deadline: float, tally:
             tally.wrong += 1
             continue
         tally.ok += 1
-        tally.latencies_us.append((time.perf_counter_ns() - began) // 1000)
+        bucket = _three_digits((time.perf_counter_ns() - began) // 1000)
+        tally.latency_counts[bucket] = tally.latency_counts.get(bucket, 0) + 1
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
@@ -102,8 +106,14 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "timeouts": tally.timeouts,
         "errors": tally.errors,
         "seconds": time.monotonic() - started,
-        "latencies_us": tally.latencies_us,
+        "latency_counts": sorted(tally.latency_counts.items()),
     }
+
+
+def _three_digits(value: int) -> int:
+    """``value`` rounded to three significant digits: 1234 -> 1230, 98765 -> 98800."""
+    step = int(10 ** max(len(str(value)) - 3, 0))
+    return (value + step // 2) // step * step
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -263,7 +263,8 @@ def parse_clients(outputs: Sequence[str]) -> dict[str, Any]:
         for name, count in one["errors"].items():
             total["errors"][name] = total["errors"].get(name, 0) + count
         total["seconds"] = max(total["seconds"], one["seconds"])
-        latencies += one["latencies_us"]
+        for value, count in one["latency_counts"]:
+            latencies += [value] * count
     total["latencies_us"] = sorted(latencies)
     total["amount"] = total["ok"]
     total["failed"] = total["wrong"] + total["timeouts"] + sum(total["errors"].values())
