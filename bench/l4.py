@@ -534,6 +534,19 @@ def median(run: L4Bench, system: str, test: str, value: Callable[[Run], float]) 
     return statistics.median(value(r) for r in runs_of(run, system, test))
 
 
+def paired_ratio(run: L4Bench, test: str, value: Callable[[Run], float]) -> float:
+    """Heron's ``value`` over nginx's, run against run in the same round, and the median of
+    those: a round's two runs are seconds apart, so a change of the shared machine's speed
+    between rounds (these VMs have phases 30 % apart) cancels out, where a ratio of the two
+    medians can pair one system's fast runs with the other's slow ones."""
+    ratios = []
+    for round_ in sorted({r.round for r in run.runs}):
+        pair = {r.system: value(r) for r in run.runs if r.round == round_ and r.test == test}
+        if pair.get(NGINX):
+            ratios.append(pair[HERON] / pair[NGINX])
+    return statistics.median(ratios)
+
+
 def tests(run: L4Bench) -> tuple[str, ...]:
     return (*run.options.directions, CONNECTIONS)
 
@@ -626,7 +639,10 @@ def report(run: L4Bench) -> list[str]:
         )
         lines += [
             "",
-            f"heron/nginx: throughput {summary['ratio_throughput']:.3f} (the worse direction; "
+            "heron/nginx, medians of the per-round ratios (ratios of the medians: throughput "
+            f"{summary['ratio_throughput_of_medians']:.3f}, connections/s "
+            f"{summary['ratio_conn_rate_of_medians']:.3f}):",
+            f"throughput {summary['ratio_throughput']:.3f} (the worse direction; "
             f"{per_direction}), connections/s {summary['ratio_conn_rate']:.3f}; target "
             f"throughput >= {TARGET_THROUGHPUT_RATIO} and connections/s >= {TARGET_CONN_RATIO}, "
             f"no failed connections: {'met' if met else 'NOT met'}",
@@ -647,13 +663,15 @@ def summarize(run: L4Bench) -> dict[str, float]:
     for system in opts.systems:
         out[f"{system}_conn_s"] = median(run, system, CONNECTIONS, lambda r: r.rate)
     if len(opts.systems) == 2:
-        ratios = {
-            test: out[f"heron_{name[test]}"] / out[f"nginx_{name[test]}"]
-            for test in opts.directions
-        }
+        ratios = {test: paired_ratio(run, test, lambda r: r.gbps) for test in opts.directions}
         out["ratio_throughput"] = min(ratios.values())
-        out["ratio_conn_rate"] = out["heron_conn_s"] / out["nginx_conn_s"]
+        out["ratio_conn_rate"] = paired_ratio(run, CONNECTIONS, lambda r: r.rate)
         out |= {f"ratio_throughput_{test}": ratio for test, ratio in ratios.items()}
+        # the ratios of the medians, as this bench gave them before 2026-12-05
+        out["ratio_throughput_of_medians"] = min(
+            out[f"heron_{name[test]}"] / out[f"nginx_{name[test]}"] for test in opts.directions
+        )
+        out["ratio_conn_rate_of_medians"] = out["heron_conn_s"] / out["nginx_conn_s"]
     for system in opts.systems:
         out[f"{system}_conn_p50_ms"] = median(run, system, CONNECTIONS, lambda r: r.latency_ms[0])
         out[f"{system}_conn_p99_ms"] = median(run, system, CONNECTIONS, lambda r: r.latency_ms[2])
