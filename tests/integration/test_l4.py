@@ -325,6 +325,26 @@ async def test_a_connection_cut_while_its_stream_opens_is_closed_and_forgotten()
             await wait_until(lambda: plane.l4ctx.relays.count() == 0, "the cut")
 
 
+async def test_cutting_a_relayed_connection_ends_it_at_once(
+    forwarder: Forwarder, backends: Backends
+) -> None:
+    """What a shutdown does: the connection is over (closed, counted out, recorded) when
+    ``cut_all`` returns, not at some later turn of the loop."""
+    port = free_port()
+    route = l4_route("svc_cut", ServiceMode.TCP, port, target(forwarder, backends.echo, path=""))
+    async with edge_with(route) as plane:
+        assert await exchange(port, b"warm", 4) == b"warm"
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"ping")
+        assert await asyncio.wait_for(reader.readexactly(4), WAIT_S) == b"ping"
+        await wait_until(lambda: plane.l4ctx.relays.count() == 1, "the other connection's end")
+        plane.l4ctx.relays.cut_all("edge stopped")
+        assert plane.l4ctx.relays.count() == 0
+        assert plane.l4.tcp[port].active == 0
+        assert await closed_by_edge(reader)
+        writer.close()
+
+
 async def test_the_connection_limit_refuses_the_excess(
     forwarder: Forwarder, backends: Backends
 ) -> None:

@@ -85,3 +85,51 @@ async def test_a_failing_handler_is_reported_and_the_rest_of_the_batch_still_run
             poller.unregister(a.fileno(), handler)
             a.close()
             b.close()
+
+
+async def test_a_number_taken_again_within_a_batch_gets_none_of_the_old_sockets_edges() -> None:
+    """A handler closes another socket and a new one takes its number, all in one batch: the
+    batch's entry for the old socket must not reach the new one's handler."""
+    loop = asyncio.get_running_loop()
+    poller = _poller.poller(loop)
+    first, first_peer = socket.socketpair()
+    doomed, doomed_peer = socket.socketpair()
+    number = doomed.fileno()
+    stale: list[int] = []
+    swapped = asyncio.Event()
+    listeners: list[socket.socket] = []
+
+    def new_handler(events: int) -> None:
+        stale.append(events)
+
+    def doomed_handler(events: int) -> None:
+        pass
+
+    def first_handler(events: int) -> None:
+        if swapped.is_set():
+            return
+        poller.unregister(number, doomed_handler, closing=True)
+        doomed.close()
+        listener = socket.socket()  # takes the lowest free number: the doomed one's
+        listeners.append(listener)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()  # a listener nobody connects to has no edge of its own
+        if listener.fileno() == number:
+            poller.register(number, new_handler)
+        swapped.set()
+
+    poller.register(first.fileno(), first_handler)
+    poller.register(number, doomed_handler)
+    try:
+        first_peer.send(b"x")  # first's edge comes first in the batch, then doomed's
+        doomed_peer.send(b"y")
+        await asyncio.wait_for(swapped.wait(), 5)
+        assert listeners[0].fileno() == number, "the test needs the number taken again"
+        await asyncio.sleep(0.1)
+        assert stale == []
+    finally:
+        poller.unregister(first.fileno(), first_handler)
+        if listeners and listeners[0].fileno() == number:
+            poller.unregister(number, new_handler)
+        for sock in (first, first_peer, doomed, doomed_peer, *listeners):
+            sock.close()

@@ -33,6 +33,10 @@ class Poller:
         self._handlers: dict[int, Callable[[int], None]] = {}
         self._loop = weakref.ref(loop)  # the loop's table of pollers holds this one
         self._watched = False
+        #: numbers registered while a batch is dispatched: the batch's entries for them were
+        #: meant for the sockets closed before (their registration brings its own edge)
+        self._fresh: set[int] = set()
+        self._dispatching = False
         weakref.finalize(loop, self._epoll.close)
 
     def register(self, fd: int, handler: Callable[[int], None]) -> None:
@@ -48,6 +52,8 @@ class Poller:
             self._watched = True
         self._epoll.register(fd, _WATCH)
         self._handlers[fd] = handler
+        if self._dispatching:
+            self._fresh.add(fd)
 
     def unregister(self, fd: int, handler: Callable[[int], None], *, closing: bool = False) -> None:
         """Stop calling ``handler`` (the object given to ``register``) for ``fd``; nothing when
@@ -61,16 +67,24 @@ class Poller:
                     self._epoll.unregister(fd)
 
     def _dispatch(self) -> None:
-        handlers = self._handlers
-        for fd, events in self._epoll.poll(0, _BATCH):
-            handler = handlers.get(fd)
-            if handler is not None:  # an earlier handler of this batch may have unregistered it
+        handlers, fresh = self._handlers, self._fresh
+        self._dispatching = True
+        try:
+            for fd, events in self._epoll.poll(0, _BATCH):
+                handler = handlers.get(fd)
+                # None: an earlier handler of this batch unregistered it; fresh: it closed the
+                # socket and another took its number since
+                if handler is None or (fresh and fd in fresh):
+                    continue
                 try:
                     handler(events)
                 except Exception as exc:  # noqa: BLE001 (reported, as the loop does a callback's)
                     # the rest of the batch still gets its edges: edge-triggered, they would
                     # not come again
                     self._report(exc, handler)
+        finally:
+            self._dispatching = False
+            fresh.clear()
 
     def _report(self, exc: Exception, handler: Callable[[int], None]) -> None:
         loop = self._loop()

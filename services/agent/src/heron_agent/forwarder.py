@@ -99,6 +99,7 @@ class Forwarder:
         self._streams: set[asyncio.Task[None]] = set()
         #: TCP streams relayed from callbacks, without a task (the common case)
         self._relays: set[Relay] = set()
+        self._cutting = False  # ``close`` is ending the relays left after the grace
         self._lines = LineLogger(__name__)
 
     @property
@@ -156,8 +157,12 @@ class Forwarder:
                 await asyncio.wait(set(self._streams), timeout=min(left, _CLOSE_POLL_S))
             else:  # relays end in callbacks: nothing to wait on but the clock
                 await asyncio.sleep(min(left, _CLOSE_POLL_S))
-        for running in list(self._relays):
-            running.end()  # its line says it was cut
+        self._cutting = True  # the lines of the relays ended here say so
+        try:
+            for running in list(self._relays):
+                running.end()
+        finally:
+            self._cutting = False
         pending = set(self._streams)
         for task in pending:
             task.cancel()
@@ -207,7 +212,7 @@ class Forwarder:
             return
         try:
             target = _stream_socket(family)
-        except OSError:  # out of descriptors, say: the task answers why
+        except OSError:  # out of descriptors, say: the task tries again, and answers why not
             self._spawn(self._serve(conn, peer, started, buf))
             return
         try:
@@ -374,10 +379,10 @@ class _Stream:
             )
             return
         stats = running.stats()
+        ended = "cut: the agent is stopping" if forwarder._cutting else _ending(stats)
         forwarder._forwarded(
-            self.peer, self.request, self.started,
-            stats.a_to_b_bytes, stats.b_to_a_bytes, _ending(stats),
-        )  # fmt: skip
+            self.peer, self.request, self.started, stats.a_to_b_bytes, stats.b_to_a_bytes, ended
+        )
 
 
 def _edge(peer: tuple[str, int]) -> str:
@@ -401,7 +406,7 @@ def _ending(stats: RelayStats) -> str:
     if stats.error:
         return stats.error
     if stats.first_closed is None:  # neither side ended it: the forwarder did
-        return "cut: the agent is stopping"
+        return "cut"
     return f"closed by {'edge' if stats.first_closed == 'a' else 'target'}"
 
 
@@ -450,47 +455,60 @@ async def _dial(
     kind = socket.SOCK_STREAM if request.protocol is Protocol.TCP else socket.SOCK_DGRAM
     where = f"{request.target_host}:{request.target_port}"
     deadline = loop.time() + timeout_s
-    family = _ip_family(request.target_host)
-    infos: Sequence[tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]]
-    if family is not None:  # an IP address (the header's parser made it canonical): no lookup
-        infos = [(family, kind, 0, "", (request.target_host, request.target_port))]
-    else:
-        try:
-            async with asyncio.timeout_at(deadline):
-                infos = await loop.getaddrinfo(request.target_host, request.target_port, type=kind)
-        except TimeoutError:
-            raise _DialError(
-                ForwardStatus.CONNECT_TIMEOUT, f"resolving {where} timed out"
-            ) from None
-        except socket.gaierror as exc:
-            raise _DialError(ForwardStatus.UNREACHABLE, f"cannot resolve {where}: {exc}") from None
+    infos = await _addresses(request, kind, deadline)
     failure = _DialError(ForwardStatus.UNREACHABLE, f"{where} has no address")
     for family_, type_, proto, _, address in infos:
-        if dialling is not None:
-            sock, code = dialling
-            dialling = None
-        else:
-            sock = (
-                _stream_socket(family_, proto)
-                if kind == socket.SOCK_STREAM
-                else socket.socket(family_, type_ | socket.SOCK_NONBLOCK, proto)
-            )
-            code = -1
+        sock: socket.socket | None = None
         try:
-            if code < 0:
+            if dialling is not None:
+                (sock, code), dialling = dialling, None
+            else:  # out of descriptors, say: answered INTERNAL, like a failed connect
+                sock = _target_socket(kind, family_, type_, proto)
                 code = start_connect(sock, address)
             await settle_connect(loop, sock, code, max(deadline - loop.time(), 0.0))
         except OSError as exc:  # TimeoutError too
-            sock.close()
+            if sock is not None:
+                sock.close()
             failure = _connect_failure(exc, where, timeout_s)
             if failure.response.status is ForwardStatus.CONNECT_TIMEOUT:
                 break  # the time is up for every address
         except BaseException:
-            sock.close()
+            if sock is not None:
+                sock.close()
             raise
         else:
             return sock
     raise failure
+
+
+_AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]
+
+
+async def _addresses(
+    request: ForwardRequest, kind: socket.SocketKind, deadline: float
+) -> Sequence[_AddrInfo]:
+    """Where the target is: its IP address (the header's parser made it canonical: no lookup),
+    or what its name resolves to by ``deadline``; ``_DialError`` when it does not."""
+    family = _ip_family(request.target_host)
+    if family is not None:
+        return [(family, kind, 0, "", (request.target_host, request.target_port))]
+    where = f"{request.target_host}:{request.target_port}"
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await loop.getaddrinfo(request.target_host, request.target_port, type=kind)
+    except TimeoutError:
+        raise _DialError(ForwardStatus.CONNECT_TIMEOUT, f"resolving {where} timed out") from None
+    except socket.gaierror as exc:
+        raise _DialError(ForwardStatus.UNREACHABLE, f"cannot resolve {where}: {exc}") from None
+
+
+def _target_socket(
+    kind: socket.SocketKind, family: socket.AddressFamily, type_: int, proto: int
+) -> socket.socket:
+    if kind == socket.SOCK_STREAM:
+        return _stream_socket(family, proto)
+    return socket.socket(family, type_ | socket.SOCK_NONBLOCK, proto)
 
 
 def _connect_failure(exc: OSError, where: str, timeout_s: float) -> _DialError:

@@ -151,8 +151,10 @@ class StreamOpening:
         except HeaderError as exc:
             self._fail_soon(TunnelError(exc.status, f"the target cannot be named: {exc.message}"))
             return
-        sock = self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         try:
+            sock = self._sock = socket.socket(
+                socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+            )
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             delay_acks(sock)  # the handshake's last ACK rides on the header
             self._start(sock, loop.time())
@@ -231,6 +233,8 @@ class StreamOpening:
                     return
                 if code := sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
                     raise OSError(code, os.strerror(code))
+                if not is_connected(sock):  # an edge that was not this connect's
+                    return
                 self._send_header(sock, self._loop.time())
                 self._arm()
             elif events & _poller.READABLE:

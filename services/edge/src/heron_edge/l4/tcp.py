@@ -79,18 +79,33 @@ class Connection:
         self.ctx.relays.add(self.route.id, self)
         if self._live is not None:
             self._live.add(self)
-        self._next_target()
+        try:
+            self._next_target()
+        except Exception as exc:  # noqa: BLE001 (_failed logs it with its traceback)
+            self._failed(exc)
 
     def cut(self, reason: str) -> None:
+        """End now, in either phase; the record says ``reason`` and what moved so far."""
         if self.cut_reason is None:
             self.cut_reason = reason
         if self._opening is not None:  # still opening the tunnel stream
             self._opening.cancel()
             self._opening = None
-            self._end(self.cut_reason)
         elif self._relay is not None:
-            shut(self.sock)  # the relay sees both ends close and reports what it moved
+            shut(self.sock)  # both peers see the end at once
             shut(self.upstream)
+            self._relay.end()  # reports what it moved: the record is written now
+        self._end(self.cut_reason)  # nothing when the relay's end has written it
+
+    def _failed(self, exc: Exception) -> None:
+        """A bug, or a resource gone (descriptors): said loudly, and the connection ended."""
+        log.error(
+            "connection failed", service_id=self.route.id, client=self.client[0], exc_info=exc
+        )
+        if self._opening is not None:
+            self._opening.cancel()
+            self._opening = None
+        self._end(f"error: {exc}")
 
     def _next_target(self) -> None:
         target = self.target = next(self._order, None)
@@ -110,6 +125,13 @@ class Connection:
 
     def _opened(self, opening: StreamOpening) -> None:
         self._opening = None
+        try:
+            self._relay_to(opening)
+        except Exception as exc:  # noqa: BLE001 (_failed logs it with its traceback)
+            self._failed(exc)
+
+    def _relay_to(self, opening: StreamOpening) -> None:
+        """The opening is over: relay through its stream, or try the next target."""
         target = self.target
         assert target is not None  # an opening is for the current target
         try:
@@ -157,6 +179,9 @@ class Connection:
         if self.ended:
             return
         self.ended = True
+        if self._relay is not None:  # no callback of it may outlive the connection
+            self._relay.stop()
+            self._relay = None
         self.ctx.relays.discard(self.route.id, self)
         if self._live is not None:
             self._live.discard(self)
@@ -276,6 +301,8 @@ class TcpPort:
         if route is None:
             sock.close()
             return
+        # from peeking to live at once: the port's count must not hold it twice meanwhile
+        self._peeking.discard(asyncio.current_task())
         relay_connection(self.ctx, route, sock, client, self.port, self._live)
 
     async def _pick(self, sock: socket.socket) -> Route | None:
