@@ -118,8 +118,9 @@ class Relay:
     once when it ends (``stats`` then says how; ``exception`` holds a bug, if one ended it).
     For callers that have no task of their own to await ``relay`` in: no task at all.
 
-    ``on_done`` may run before the constructor returns (both peers gone already): check
-    ``ended`` before keeping the relay anywhere. ``stop`` ends it at once without ``on_done``,
+    ``on_done`` never runs before the constructor returns: a direction reads only once the
+    poller has reported its socket (joining it reports one that holds bytes or an EOF, at the
+    next wake-up). ``stop`` ends it at once without ``on_done``,
     ``end`` at once with it; either way no callback stays on the loop and no pipe stays open.
     The caller owns and closes the sockets, or with ``close_sockets`` the relay closes them as
     it ends (before ``on_done``: two syscalls fewer, the kernel forgets a closed socket's

@@ -235,8 +235,7 @@ class Forwarder:
             stream.close()
             log.warning("forward stream lost", **_about(peer, request), error=str(exc))
             return
-        if not running.ended:
-            self._relays.add(running)
+        self._relays.add(running)
 
     def _spawn(self, serving: Coroutine[Any, Any, None]) -> None:
         task = spawn(serving, name="forward")

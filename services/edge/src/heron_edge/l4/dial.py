@@ -20,6 +20,10 @@ class NoTargetError(Exception):
         self.failures = failures
 
 
+#: why a connection or session had no target to try at all
+NO_ENABLED_TARGET = "the service has no enabled target"
+
+
 async def dial(
     ctx: L4Context, route: Route, client: tuple[str, int]
 ) -> tuple[RouteTarget, socket.socket]:
@@ -31,13 +35,20 @@ async def dial(
                 target.stream, client, answer_timeout_s=ctx.limits.dial_timeout(target)
             )
         except TunnelError as exc:
-            failures.append(f"{target.id}: {exc.message}")
-            ejected_s = ctx.balancer.failed(route, target)
-            log.warning(
-                "target failed, tried later for a while",
-                service_id=route.id, target=target.id, error=exc.message, ejected_s=ejected_s,
-            )  # fmt: skip
+            target_failed(ctx, route, target, exc, failures)
             continue
         ctx.balancer.succeeded(route, target)
         return target, stream
-    raise NoTargetError(failures or ["the service has no enabled target"])
+    raise NoTargetError(failures or [NO_ENABLED_TARGET])
+
+
+def target_failed(
+    ctx: L4Context, route: Route, target: RouteTarget, exc: TunnelError, failures: list[str]
+) -> None:
+    """``target``'s stream could not be opened: noted in ``failures``, ejected, logged."""
+    failures.append(f"{target.id}: {exc.message}")
+    ejected_s = ctx.balancer.failed(route, target)
+    log.warning(
+        "target failed, tried later for a while",
+        service_id=route.id, target=target.id, error=exc.message, ejected_s=ejected_s,
+    )  # fmt: skip

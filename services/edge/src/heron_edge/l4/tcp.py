@@ -26,6 +26,7 @@ from heron_core.tasks import spawn
 from heron_edge.acceptor import Acceptor, local_address, plain
 from heron_edge.connector import StreamOpening, TunnelError
 from heron_edge.l4.context import L4Context, shut
+from heron_edge.l4.dial import NO_ENABLED_TARGET, target_failed
 from heron_edge.routes import PortRoutes, Route, RouteTarget
 from heron_edge.tls.clienthello import ClientHello
 from heron_edge.tls.peek import PeekError, PeekFailure, peek_client_hello
@@ -110,7 +111,7 @@ class Connection:
     def _next_target(self) -> None:
         target = self.target = next(self._order, None)
         if target is None:
-            failures = self._failures or ["the service has no enabled target"]
+            failures = self._failures or [NO_ENABLED_TARGET]
             log.warning(
                 "connection dropped: no target answered",
                 service_id=self.route.id, domain=self.route.domain, client=self.client[0],
@@ -137,12 +138,7 @@ class Connection:
         try:
             upstream = self.upstream = opening.take()
         except TunnelError as exc:
-            self._failures.append(f"{target.id}: {exc.message}")
-            ejected_s = self.ctx.balancer.failed(self.route, target)
-            log.warning(
-                "target failed, tried later for a while",
-                service_id=self.route.id, target=target.id, error=exc.message, ejected_s=ejected_s,
-            )  # fmt: skip
+            target_failed(self.ctx, self.route, target, exc, self._failures)
             self._next_target()
             return
         self.ctx.balancer.succeeded(self.route, target)
@@ -159,8 +155,7 @@ class Connection:
         except OSError as exc:
             self._end(f"error: {exc}")
             return
-        if not running.ended:
-            self._relay = running
+        self._relay = running
 
     def _relayed(self, running: Relay) -> None:
         self._relay = None
