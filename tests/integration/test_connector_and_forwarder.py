@@ -16,7 +16,7 @@ import pytest_asyncio
 from heron_agent.allowed import AllowedTarget, AllowedTargets
 from heron_agent.forwarder import Forwarder
 from heron_core.tasks import spawn
-from heron_edge.connector import StreamTarget, TunnelError, open_stream
+from heron_edge.connector import StreamOpening, StreamTarget, TunnelError, open_stream
 from heron_tunnel.header import (
     ForwardResponse,
     ForwardStatus,
@@ -24,7 +24,7 @@ from heron_tunnel.header import (
     encode_response,
     read_request_from_socket,
 )
-from heron_tunnel.relay import relay
+from heron_tunnel.relay import Relay, relay
 
 CLIENT = ("198.51.100.7", 51234)
 
@@ -150,3 +150,55 @@ async def test_an_answer_that_comes_in_pieces_is_read_and_nothing_after_it() -> 
             )
             with stream:
                 assert await loop.sock_recv(stream, 64) == b"banner\n"
+
+
+async def test_an_opening_hands_its_registration_to_the_relay_with_what_came_after() -> None:
+    """The answer and the target's first bytes in one segment, and more after the opening is
+    over but before its socket is taken: none of it is read by the opening, all of it reaches
+    the client through the relay that takes the registration over."""
+    loop = asyncio.get_running_loop()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.0)  # non-blocking
+    answered = asyncio.Event()
+
+    async def agent() -> None:
+        conn, _ = await loop.sock_accept(listener)
+        with conn:
+            await read_request_from_socket(loop, conn, 5.0)
+            await loop.sock_sendall(
+                conn, encode_response(ForwardResponse(ForwardStatus.OK)) + b"one "
+            )
+            await answered.wait()
+            await loop.sock_sendall(conn, b"two ")
+            await asyncio.sleep(0.05)  # its edge reaches the opening, which is over
+            await loop.sock_sendall(conn, b"three")
+            conn.shutdown(socket.SHUT_WR)
+            assert await loop.sock_recv(conn, 16) == b""
+
+    near, far = socket.socketpair()
+    near.settimeout(0.0)
+    done: asyncio.Future[StreamOpening] = loop.create_future()
+    with contextlib.closing(listener), near:
+        async with asyncio.timeout(10), asyncio.TaskGroup() as group:
+            group.create_task(agent())
+            StreamOpening(
+                StreamTarget("127.0.0.1", "", 80, forwarder_port=listener.getsockname()[1]),
+                CLIENT, on_done=done.set_result,
+            )  # fmt: skip
+            opening = await done
+            answered.set()
+            await asyncio.sleep(0.1)  # "two" is in, its edge spent
+            stream, registered = opening.take_registered()
+            ended = asyncio.Event()
+            Relay(
+                far, stream, on_done=lambda _: ended.set(), close_sockets=True,
+                b_registered=registered,
+            )  # fmt: skip
+            near.shutdown(socket.SHUT_WR)
+            reply = b""
+            while chunk := await loop.sock_recv(near, 100):
+                reply += chunk
+            await ended.wait()
+    assert reply == b"one two three"

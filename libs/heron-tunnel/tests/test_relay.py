@@ -531,3 +531,58 @@ async def test_what_on_done_raises_is_reported_and_the_relay_still_ends_cleanly(
     assert running.ended and running.exception is None
     assert isinstance(reported[0]["exception"], RuntimeError)
     assert running.stats().first_closed is not None
+
+
+async def test_a_relay_takes_over_a_registration_whose_edge_was_spent(
+    open_chain: Callable[..., Chain], force_copy: bool
+) -> None:
+    """``b_registered``: the bytes whose edge reached the earlier handler are relayed all the
+    same, later edges reach the relay, and the earlier handler hears nothing more."""
+    chain = open_chain()
+    poller = _poller.poller(asyncio.get_running_loop())
+    earlier: list[int] = []
+    edge = asyncio.Event()
+
+    def handler(events: int) -> None:
+        earlier.append(events)
+        if events & _poller.READABLE:
+            edge.set()
+
+    poller.register(chain.b.fileno(), handler)
+    await asyncio.get_running_loop().sock_sendall(chain.server, b"first")
+    async with asyncio.timeout(RELAY_DEADLINE_S):
+        await edge.wait()  # spent on the earlier handler: none comes again for these bytes
+    heard = len(earlier)
+    ended = asyncio.Event()
+    running = Relay(
+        chain.a, chain.b, force_copy=force_copy, on_done=lambda _: ended.set(),
+        b_registered=handler,
+    )  # fmt: skip
+    async with asyncio.timeout(RELAY_DEADLINE_S):
+        assert await asyncio.get_running_loop().sock_recv(chain.client, 16) == b"first"
+        await send_and_shut(chain.server, b" and more")
+        assert await receive_to_eof(chain.client) == b" and more"
+        await send_and_shut(chain.client, b"up")
+        assert await receive_to_eof(chain.server) == b"up"
+        await ended.wait()
+    assert len(earlier) == heard
+    assert (running.stats().a_to_b_bytes, running.stats().b_to_a_bytes) == (2, 14)
+
+
+async def test_a_relay_refused_at_construction_still_unregisters_what_it_took_over(
+    open_chain: Callable[..., Chain],
+) -> None:
+    chain = open_chain()
+    poller = _poller.poller(asyncio.get_running_loop())
+    calls: list[int] = []
+    poller.register(chain.b.fileno(), calls.append)
+    handler = poller._handlers[chain.b.fileno()]
+
+    with pytest.raises(ValueError, match="not positive"):
+        Relay(chain.a, chain.b, buffer_size=0, on_done=lambda _: None, b_registered=handler)
+
+    assert chain.b.fileno() not in poller._handlers
+    poller.register(chain.b.fileno(), handler)  # out of the epoll set too: no FileExistsError
+    poller.unregister(chain.b.fileno(), handler)
+    with pytest.raises(RuntimeError, match="not registered"):
+        Relay(chain.a, chain.b, on_done=lambda _: None, b_registered=handler)

@@ -66,6 +66,13 @@ class Poller:
                 with contextlib.suppress(OSError):  # closed already: the kernel forgot it
                     self._epoll.unregister(fd)
 
+    def hand_over(self, fd: int, handler: Callable[[int], None], to: Callable[[int], None]) -> None:
+        """The edges of ``fd`` reach ``to`` from now on instead of ``handler`` (no syscall). The
+        edges ``handler`` had are not said again: ``to`` must not wait for one it needs."""
+        if self._handlers.get(fd) is not handler:
+            raise RuntimeError(f"descriptor {fd} is not registered to {handler!r}")
+        self._handlers[fd] = to
+
     def _dispatch(self) -> None:
         handlers, fresh = self._handlers, self._fresh
         self._dispatching = True

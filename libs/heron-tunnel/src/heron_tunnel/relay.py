@@ -35,6 +35,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from heron_tunnel import _movers
+from heron_tunnel import deadlines as _deadlines
 from heron_tunnel import poller as _poller
 
 if TYPE_CHECKING:
@@ -125,6 +126,10 @@ class Relay:
     The caller owns and closes the sockets, or with ``close_sockets`` the relay closes them as
     it ends (before ``on_done``: two syscalls fewer, the kernel forgets a closed socket's
     registration by itself). Sockets it closes must not have been duplicated (``dup``).
+
+    ``b_registered``: ``b`` is in the loop's poller already, under that handler (a stream
+    opening's, say); the relay takes the registration over, from the constructor on whatever
+    happens (two ``epoll_ctl`` fewer), and reads ``b`` once to learn what it holds.
     """
 
     __slots__ = ("_backward", "_forward", "_run")
@@ -139,19 +144,22 @@ class Relay:
         buffer_size: int = DEFAULT_BUFFER_BYTES,
         force_copy: bool = False,
         close_sockets: bool = False,
+        b_registered: "Callable[[int], None] | None" = None,
     ) -> None:
-        if buffer_size < 1:
-            raise ValueError(f"relay buffer size {buffer_size} is not positive")
-        if idle_timeout is not None and idle_timeout <= 0:
-            raise ValueError(f"relay idle timeout {idle_timeout} is not positive")
-        for sock in (a, b):
-            if sock.gettimeout() != 0.0:  # a syscall each: skipped when already non-blocking
-                sock.settimeout(0.0)
         run = self._run = _Run(asyncio.get_running_loop(), on_done, self)
-        if close_sockets:
-            run.sockets = (a, b)
-        pipes = run.pipes
+        if b_registered is not None:  # the relay's from here on: ``stop`` unregisters it
+            run.adopt(b.fileno(), b_registered)
         try:
+            if buffer_size < 1:
+                raise ValueError(f"relay buffer size {buffer_size} is not positive")
+            if idle_timeout is not None and idle_timeout <= 0:
+                raise ValueError(f"relay idle timeout {idle_timeout} is not positive")
+            for sock in (a, b):
+                if sock.gettimeout() != 0.0:  # a syscall each: skipped when already non-blocking
+                    sock.settimeout(0.0)
+            if close_sockets:
+                run.sockets = (a, b)
+            pipes = run.pipes
             forward = self._forward = _Flow(
                 run, a, b, Side.A, _movers.open_mover(a, b, buffer_size, force_copy, pipes)
             )
@@ -159,6 +167,8 @@ class Relay:
                 run, b, a, Side.B, _movers.open_mover(b, a, buffer_size, force_copy, pipes)
             )
             run.flows = (forward, backward)
+            if b_registered is not None:  # its edges so far went to the handler: read to know
+                backward.readable_unknown()
             run.watch(a.fileno(), b.fileno())
             forward.pump()
             backward.pump()
@@ -208,18 +218,31 @@ class _Run:
         self.idle_timed_out = False
         self.error: str | None = None
         self._ended_at: float | None = None
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_key: float | None = None  # of the idle deadline, while one is set
+        self._deadlines: _deadlines.Deadlines | None = None
         self._idle_timeout = 0.0
         self._poller: _poller.Poller | None = None
         self._watching: tuple[tuple[int, Callable[[int], None]], ...] = ()
 
+    def adopt(self, b: int, handler: "Callable[[int], None]") -> None:
+        """``b`` is in the poller under ``handler``: unregistered by ``stop`` from now on."""
+        self._poller = _poller.poller(self.loop)
+        self._watching = ((b, handler),)
+
     def watch(self, a: int, b: int) -> None:
         """Have the edges of both sockets reach the directions (``on_a``, ``on_b``)."""
-        self._poller = _poller.poller(self.loop)
+        poller = self._poller
         on_a, on_b = self.on_a, self.on_b  # the objects ``unregister`` must be given back
-        self._poller.register(a, on_a)
-        self._watching = ((a, on_a),)
-        self._poller.register(b, on_b)
+        if poller is None:
+            poller = self._poller = _poller.poller(self.loop)
+            poller.register(a, on_a)
+            self._watching = ((a, on_a),)
+            poller.register(b, on_b)
+        else:  # ``b`` adopted
+            ((_, adopted),) = self._watching
+            poller.register(a, on_a)
+            self._watching = ((b, adopted), (a, on_a))
+            poller.hand_over(b, adopted, on_b)
         self._watching = ((a, on_a), (b, on_b))
 
     def on_a(self, events: int) -> None:
@@ -287,9 +310,9 @@ class _Run:
         for flow in self.flows:
             flow.stop()
         self.flows = ()  # no cycle left: all of it goes by reference counting, not the GC
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        if self._idle_key is not None and self._deadlines is not None:
+            self._deadlines.remove(self._idle_key, self)
+            self._idle_key = None
         for fd in self.pipes:
             os.close(fd)
         self.pipes.clear()
@@ -297,20 +320,22 @@ class _Run:
     def watch_idle(self, idle_timeout: float) -> None:
         self._idle_timeout = idle_timeout
         if not self.ended:
-            self._idle_timer = self.loop.call_at(
-                self.last_activity + idle_timeout, self._check_idle
+            self._deadlines = _deadlines.deadlines(self.loop)
+            self._idle_key = self._deadlines.add(
+                self.last_activity + idle_timeout, self, self.last_activity
             )
 
-    def _check_idle(self) -> None:
-        self._idle_timer = None
+    def expired(self, now: float) -> None:
+        """The idle deadline (``Expiring``): ended when nothing moved since, else a new one."""
+        self._idle_key = None
         if self.ended:
             return
         at = self.last_activity + self._idle_timeout
-        if self.loop.time() >= at:
+        if now >= at:
             self.idle_timed_out = True
             self.end()
-        else:
-            self._idle_timer = self.loop.call_at(at, self._check_idle)
+        elif self._deadlines is not None:
+            self._idle_key = self._deadlines.add(at, self, now)
 
     def stats(self, forward: "_Flow", backward: "_Flow") -> RelayStats:
         return RelayStats(
@@ -359,6 +384,10 @@ class _Flow:
         self._can_write = True
         self._waiting = _NOTHING  # the edge it lacks: _READ (``_can_read``) or _WRITE
         self._yielded: asyncio.Handle | None = None
+
+    def readable_unknown(self) -> None:
+        """The source's edges went elsewhere until now: try a read before waiting for one."""
+        self._can_read = True
 
     def readable(self) -> None:
         self._can_read = True

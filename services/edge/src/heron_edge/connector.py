@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from heron_core.errors import HeronError
+from heron_tunnel import deadlines as _deadlines
 from heron_tunnel import poller as _poller
 from heron_tunnel.header import (
     ForwardStatus,
@@ -112,13 +113,14 @@ class StreamOpening:
     With TCP Fast Open the header leaves with the SYN; the connect timeout still holds for the
     handshake (the agent may be unreachable: then the answer never comes). Otherwise the connect
     completes first, the header follows, and the answer timeout starts. One registration with
-    the loop's poller and one timer at a time, at the earlier deadline.
+    the loop's poller, and one coarse deadline (``heron_tunnel.deadlines``) at a time: the
+    earlier of the two.
     """
 
     __slots__ = (
-        "_answer_by", "_answer_timeout_s", "_buf", "_client", "_connect_timeout_s", "_error",
-        "_handler", "_handshake_by", "_header", "_in_syn", "_loop", "_on_done", "_poller", "_sock",
-        "_state", "_target", "_timer",
+        "_answer_by", "_answer_timeout_s", "_buf", "_client", "_connect_timeout_s", "_deadline",
+        "_deadlines", "_error", "_handler", "_handshake_by", "_header", "_in_syn", "_loop",
+        "_on_done", "_poller", "_sock", "_state", "_target",
     )  # fmt: skip
 
     def __init__(
@@ -138,7 +140,8 @@ class StreamOpening:
         self._answer_timeout_s = answer_timeout_s
         self._error: TunnelError | None = None
         self._buf = bytearray()
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadlines = _deadlines.deadlines(loop)
+        self._deadline: float | None = None  # the key of the deadline set, while one is
         self._poller: _poller.Poller | None = None
         self._handler: Callable[[int], None] | None = None
         self._in_syn = False
@@ -166,13 +169,24 @@ class StreamOpening:
 
     def take(self) -> socket.socket:
         """The connected socket, now the caller's; or the error that ended the opening."""
+        poller = self._poller
+        sock, handler = self.take_registered()
+        if poller is not None:
+            poller.unregister(sock.fileno(), handler)
+        return sock
+
+    def take_registered(self) -> "tuple[socket.socket, Callable[[int], None]]":
+        """The connected socket, still in the loop's poller under the handler returned with
+        it, which now does nothing: for ``heron_tunnel.relay.Relay(b_registered=…)``, which
+        takes the registration over (or the caller unregisters it). Raises as ``take``."""
         if self._error is not None:
             raise self._error
-        sock = self._sock
-        if sock is None or self._on_done is not None:
+        sock, handler = self._sock, self._handler
+        if sock is None or handler is None or self._on_done is not None:
             raise RuntimeError("the stream is not open (yet), or was taken")
         self._sock = None
-        return sock
+        self._poller = self._handler = None  # a bound method: it would hold this in a cycle
+        return sock, handler
 
     def cancel(self) -> None:
         """Close what was opened; ``on_done`` is not called."""
@@ -206,7 +220,7 @@ class StreamOpening:
         self._poller = _poller.poller(self._loop)
         self._handler = self._on_event  # the object ``unregister`` must be given back
         self._poller.register(sock.fileno(), self._handler)
-        self._arm(now + self._connect_timeout_s if self._state == _CONNECTING else None)
+        self._arm(now, now + self._connect_timeout_s if self._state == _CONNECTING else None)
 
     def _send_header(self, sock: socket.socket, now: float) -> None:
         """Connected: the header (or what the SYN did not carry), and the answer's wait."""
@@ -216,16 +230,16 @@ class StreamOpening:
         self._state = _ANSWER
         self._answer_by = now + self._answer_timeout_s
 
-    def _arm(self, deadline: float | None = None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+    def _arm(self, now: float, deadline: float | None = None) -> None:
+        if self._deadline is not None:
+            self._deadlines.remove(self._deadline, self)
         if deadline is None:
             deadline = min(self._answer_by, self._handshake_by)
-        self._timer = self._loop.call_at(deadline, self._on_timer, deadline)
+        self._deadline = self._deadlines.add(deadline, self, now)
 
     def _on_event(self, events: int) -> None:
         sock = self._sock
-        if sock is None:
+        if sock is None or self._on_done is None:  # over: the socket awaits ``take``
             return
         try:
             if self._state == _CONNECTING:
@@ -235,8 +249,9 @@ class StreamOpening:
                     raise OSError(code, os.strerror(code))
                 if not is_connected(sock):  # an edge that was not this connect's
                     return
-                self._send_header(sock, self._loop.time())
-                self._arm()
+                now = self._loop.time()
+                self._send_header(sock, now)
+                self._arm(now)
             elif events & _poller.READABLE:
                 self._read_answer(sock)
         except OSError as exc:
@@ -259,8 +274,9 @@ class StreamOpening:
             delay_acks(sock)  # connected now: the first bytes' ACKs ride on the answers
         self._finish()
 
-    def _on_timer(self, deadline: float) -> None:
-        self._timer = None
+    def expired(self, now: float) -> None:
+        """The earlier deadline has come (``heron_tunnel.deadlines.Expiring``)."""
+        self._deadline = None
         sock = self._sock
         if sock is None:
             return
@@ -274,8 +290,6 @@ class StreamOpening:
             return
         if self._sock is None or self._on_done is None:
             return
-        # loops run timers up to a clock tick early: the deadline is here
-        now = max(self._loop.time(), deadline)
         if now >= self._handshake_by or (now >= self._answer_by and self._in_syn):
             if not is_connected(sock):  # a short answer timeout may run out first
                 self._fail(_connect_timeout(self._target, self._connect_timeout_s))
@@ -290,7 +304,7 @@ class StreamOpening:
                 )
             )
             return
-        self._arm()
+        self._arm(now)
 
     def _lost(self, exc: OSError) -> TunnelError:
         if self._state == _CONNECTING or exc.errno in _UNREACHABLE:
@@ -301,16 +315,24 @@ class StreamOpening:
         )
 
     def _unwatch(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._poller is not None and self._sock is not None and self._handler is not None:
-            self._poller.unregister(self._sock.fileno(), self._handler)
+        self._forget_deadline()
+        if self._sock is not None:
+            self._unregister(self._sock)
+
+    def _forget_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadlines.remove(self._deadline, self)
+            self._deadline = None
+
+    def _unregister(self, sock: socket.socket) -> None:
+        if self._poller is not None and self._handler is not None:
+            self._poller.unregister(sock.fileno(), self._handler)
         self._poller = None
         self._handler = None  # a bound method: it would hold this opening in a cycle
 
     def _finish(self) -> None:
-        self._unwatch()
+        """``on_done`` (once); an open socket stays registered until it is taken."""
+        self._forget_deadline()
         on_done, self._on_done = self._on_done, None
         if on_done is not None:
             on_done(self)

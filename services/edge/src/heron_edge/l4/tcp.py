@@ -30,6 +30,7 @@ from heron_edge.l4.dial import NO_ENABLED_TARGET, target_failed
 from heron_edge.routes import PortRoutes, Route, RouteTarget
 from heron_edge.tls.clienthello import ClientHello
 from heron_edge.tls.peek import PeekError, PeekFailure, peek_client_hello
+from heron_tunnel import poller as _poller
 from heron_tunnel import proxy_protocol
 from heron_tunnel.relay import Relay, RelayStats, Side
 
@@ -136,21 +137,29 @@ class Connection:
         target = self.target
         assert target is not None  # an opening is for the current target
         try:
-            upstream = self.upstream = opening.take()
+            upstream, registered = opening.take_registered()
         except TunnelError as exc:
             target_failed(self.ctx, self.route, target, exc, self._failures)
             self._next_target()
             return
+        self.upstream = upstream
         self.ctx.balancer.succeeded(self.route, target)
-        try:
-            if target.options.proxy_protocol:  # before any byte of the client
+        if target.options.proxy_protocol:  # before any byte of the client
+            try:
                 header = proxy_protocol.encode(self.client, local_address(self.sock))
                 if upstream.send(header) < len(header):  # a new stream's buffer takes it whole
                     raise OSError(errno.EIO, "the PROXY header did not fit in the send buffer")
+            except OSError as exc:
+                _poller.poller(asyncio.get_running_loop()).unregister(
+                    upstream.fileno(), registered, closing=True
+                )
+                self._end(f"error: {exc}")
+                return
+        try:  # the relay has the upstream's registration from here, whatever happens
             running = Relay(
                 self.sock, upstream,
                 idle_timeout=self.ctx.limits.tcp_idle_timeout(target), on_done=self._relayed,
-                close_sockets=True,
+                close_sockets=True, b_registered=registered,
             )  # fmt: skip
         except OSError as exc:
             self._end(f"error: {exc}")
