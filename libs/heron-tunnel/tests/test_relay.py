@@ -487,6 +487,8 @@ async def test_a_relay_that_closes_its_sockets_leaves_their_numbers_free(
         assert await receive_to_eof(chain.client) == b"bye"
         chain.client.shutdown(socket.SHUT_WR)
         await ended.wait()
+        # the last direction's FIN left with the close, not a reset
+        assert await receive_to_eof(chain.server) == b""
     assert seen == [-1, -1]
     opened: list[socket.socket] = []
     try:

@@ -464,12 +464,16 @@ class _Flow:
         """The source's EOF, its bytes all written: pass it on, and this direction is done."""
         self.stop()
         self.finished = True
-        self.run.closed(self.source)
-        try:  # noqa: SIM105 (suppress() makes an object per call: this runs per connection)
-            self.dst.shutdown(socket.SHUT_WR)
-        except OSError:  # the other peer may be gone already
-            pass
-        self.run.direction_done()
+        run = self.run
+        run.closed(self.source)
+        # the last direction of a relay that closes its sockets leaves the FIN to the close,
+        # which comes next (both sources are read to their EOF: the close sends no reset)
+        if not (run.sockets and all(flow.finished for flow in run.flows)):
+            try:  # noqa: SIM105 (suppress() makes an object per call: this runs per connection)
+                self.dst.shutdown(socket.SHUT_WR)
+            except OSError:  # the other peer may be gone already
+                pass
+        run.direction_done()
 
     def _peer_error(self, exc: OSError, side: Side) -> None:
         if exc.errno not in _PEER_GONE:
