@@ -161,7 +161,7 @@ async def test_an_opening_hands_its_registration_to_the_relay_with_what_came_aft
     listener.bind(("127.0.0.1", 0))
     listener.listen()
     listener.settimeout(0.0)  # non-blocking
-    answered = asyncio.Event()
+    answered, sent = asyncio.Event(), asyncio.Event()
 
     async def agent() -> None:
         conn, _ = await loop.sock_accept(listener)
@@ -175,6 +175,7 @@ async def test_an_opening_hands_its_registration_to_the_relay_with_what_came_aft
             await asyncio.sleep(0.05)  # its edge reaches the opening, which is over
             await loop.sock_sendall(conn, b"three")
             conn.shutdown(socket.SHUT_WR)
+            sent.set()
             assert await loop.sock_recv(conn, 16) == b""
 
     near, far = socket.socketpair()
@@ -189,7 +190,8 @@ async def test_an_opening_hands_its_registration_to_the_relay_with_what_came_aft
             )  # fmt: skip
             opening = await done
             answered.set()
-            await asyncio.sleep(0.1)  # "two" is in, its edge spent
+            await sent.wait()
+            await asyncio.sleep(0.05)  # all in, the FIN too, and their edges spent
             stream, registered = opening.take_registered()
             ended = asyncio.Event()
             Relay(

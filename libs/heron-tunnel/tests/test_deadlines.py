@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from heron_tunnel import deadlines as _deadlines
-from heron_tunnel.deadlines import RESOLUTION_S, Deadlines
+from heron_tunnel.deadlines import RESOLUTION_S, Deadlines, Expiring
 
 
 class Recorder:
@@ -92,31 +92,6 @@ async def test_an_entry_may_remove_another_of_its_bucket_and_add_a_due_one() -> 
     assert order in (["a", "late"], ["b", "late"])
 
 
-async def test_a_failing_entry_is_reported_and_the_rest_still_run() -> None:
-    loop = asyncio.get_running_loop()
-    reported: list[dict[str, object]] = []
-    loop.set_exception_handler(lambda _loop, context: reported.append(context))
-    wheel = Deadlines(loop)
-    calls: list[tuple[Recorder, float]] = []
-    now = loop.time()
-
-    class Failing:
-        def expired(self, now: float) -> None:
-            raise RuntimeError("boom")
-
-    wheel.add(now + 0.01, Failing(), now)
-    ok = Recorder(calls, now + 0.01)
-    wheel.add(ok.due, ok, now)
-    try:
-        await asyncio.sleep(0.15)
-    finally:
-        loop.set_exception_handler(None)
-
-    assert [entry for entry, _ in calls] == [ok]
-    assert len(reported) == 1
-    assert isinstance(reported[0]["exception"], RuntimeError)
-
-
 async def test_a_nearer_deadline_moves_the_loop_timer_earlier() -> None:
     loop = asyncio.get_running_loop()
     wheel = Deadlines(loop)
@@ -172,3 +147,58 @@ def test_a_deadline_must_be_finite(value: float) -> None:
             Deadlines(loop).add(value, Recorder([], 0), 0.0)
     finally:
         loop.close()
+
+
+async def test_an_entry_that_keeps_adding_due_deadlines_does_not_hold_the_loop() -> None:
+    loop = asyncio.get_running_loop()
+    wheel = Deadlines(loop)
+    turns: list[str] = []
+
+    class Again:
+        runs = 0
+
+        def expired(self, now: float) -> None:
+            self.runs += 1
+            turns.append(f"expired {self.runs}")
+            if self.runs == 1:
+                loop.call_soon(turns.append, "the loop's turn")
+            if self.runs < 3:
+                wheel.add(now - 1, self, now)  # due already: the next tick
+
+    wheel.add(loop.time(), Again(), loop.time())
+    await asyncio.sleep(0.2)
+
+    assert turns == ["expired 1", "the loop's turn", "expired 2", "expired 3"]
+
+
+class Stop(BaseException):
+    """Not an Exception: through the tick to the loop, which reports it."""
+
+
+@pytest.mark.parametrize("raised", [RuntimeError, Stop])
+async def test_an_entry_that_raises_is_reported_and_the_rest_of_its_bucket_runs(
+    raised: type[BaseException],
+) -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    wheel = Deadlines(loop)
+    calls: list[tuple[Recorder, float]] = []
+    now = loop.time()
+
+    class Raising:
+        def expired(self, now: float) -> None:
+            raise raised
+
+    oks = [Recorder(calls, now + 0.01) for _ in range(4)]
+    entries: list[Expiring] = [*oks[:2], Raising(), *oks[2:]]
+    for entry in entries:
+        wheel.add(now + 0.01, entry, now)
+    try:
+        await asyncio.sleep(0.2)
+    finally:
+        loop.set_exception_handler(None)
+
+    assert sorted(id(entry) for entry, _ in calls) == sorted(id(entry) for entry in oks)
+    assert len(wheel) == 0
+    assert [type(context.get("exception")) for context in reported] == [raised]

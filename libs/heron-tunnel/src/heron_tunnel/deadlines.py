@@ -117,7 +117,10 @@ class Deadlines:
                                 {"message": f"deadline of {entry!r} failed", "exception": exc}
                             )
                 finally:
-                    del buckets[key]
+                    if bucket:  # what ``expired`` raised was no Exception: the rest runs later
+                        heapq.heappush(keys, key)
+                    else:
+                        del buckets[key]
         finally:
             self._due, self._armed = -math.inf, math.inf
             if keys:

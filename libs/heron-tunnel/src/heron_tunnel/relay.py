@@ -21,7 +21,8 @@ again, so at most ``buffer_size`` bytes per direction are in flight here; the re
 kernel's socket buffers and, through TCP's window, at the sender.
 
 Ending: a side's EOF is passed on as ``shutdown(SHUT_WR)`` once its bytes are written, and the
-other direction goes on (half-close). The relay returns when both directions are done, when no
+other direction goes on (half-close); the last one's leaves with the close when the relay
+closes its sockets. The relay returns when both directions are done, when no
 byte moved for ``idle_timeout`` seconds, or when a peer went away (ECONNRESET, EPIPE…), which ends
 both directions and is reported in the stats, not raised. The caller owns and closes the sockets.
 """
@@ -120,7 +121,7 @@ class Relay:
     For callers that have no task of their own to await ``relay`` in: no task at all.
 
     ``on_done`` never runs before the constructor returns: a direction reads only once the
-    poller has reported its socket (joining it reports one that holds bytes or an EOF, at the
+    poller has reported its socket (or, for ``b_registered``, at the loop's next turn) (joining it reports one that holds bytes or an EOF, at the
     next wake-up). ``stop`` ends it at once without ``on_done``,
     ``end`` at once with it; either way no callback stays on the loop and no pipe stays open.
     The caller owns and closes the sockets, or with ``close_sockets`` the relay closes them as
@@ -167,11 +168,12 @@ class Relay:
                 run, b, a, Side.B, _movers.open_mover(b, a, buffer_size, force_copy, pipes)
             )
             run.flows = (forward, backward)
-            if b_registered is not None:  # its edges so far went to the handler: read to know
-                backward.readable_unknown()
             run.watch(a.fileno(), b.fileno())
             forward.pump()
-            backward.pump()
+            if b_registered is None:
+                backward.pump()
+            else:  # its edges so far went to the other handler: a read, after this returns
+                backward.readable_unknown()
             if idle_timeout is not None:
                 run.watch_idle(idle_timeout)
         except BaseException:
@@ -386,8 +388,10 @@ class _Flow:
         self._yielded: asyncio.Handle | None = None
 
     def readable_unknown(self) -> None:
-        """The source's edges went elsewhere until now: try a read before waiting for one."""
+        """The source's edges went elsewhere until now: a read at the loop's next turn (not
+        at once: ``on_done`` never runs inside the relay's constructor)."""
         self._can_read = True
+        self._yielded = self.run.loop.call_soon(self.pump)
 
     def readable(self) -> None:
         self._can_read = True

@@ -143,18 +143,21 @@ class Connection:
             self._next_target()
             return
         self.upstream = upstream
-        self.ctx.balancer.succeeded(self.route, target)
-        if target.options.proxy_protocol:  # before any byte of the client
-            try:
+        try:  # until the relay has it, the upstream's registration is this method's to drop
+            self.ctx.balancer.succeeded(self.route, target)
+            if target.options.proxy_protocol:  # before any byte of the client
                 header = proxy_protocol.encode(self.client, local_address(self.sock))
                 if upstream.send(header) < len(header):  # a new stream's buffer takes it whole
                     raise OSError(errno.EIO, "the PROXY header did not fit in the send buffer")
-            except OSError as exc:
-                _poller.poller(asyncio.get_running_loop()).unregister(
-                    upstream.fileno(), registered, closing=True
-                )
-                self._end(f"error: {exc}")
-                return
+        except BaseException as exc:
+            # closed right after, by ``_end`` (here, or ``_failed``'s for the rest)
+            _poller.poller(asyncio.get_running_loop()).unregister(
+                upstream.fileno(), registered, closing=True
+            )
+            if not isinstance(exc, OSError):
+                raise
+            self._end(f"error: {exc}")
+            return
         try:  # the relay has the upstream's registration from here, whatever happens
             running = Relay(
                 self.sock, upstream,
