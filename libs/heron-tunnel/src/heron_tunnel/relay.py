@@ -121,9 +121,9 @@ class Relay:
     For callers that have no task of their own to await ``relay`` in: no task at all.
 
     ``on_done`` never runs before the constructor returns: a direction reads only once the
-    poller has reported its socket (or, for ``b_registered``, at the loop's next turn) (joining it reports one that holds bytes or an EOF, at the
-    next wake-up). ``stop`` ends it at once without ``on_done``,
-    ``end`` at once with it; either way no callback stays on the loop and no pipe stays open.
+    poller has reported its socket (joining it reports one that holds bytes or an EOF, at the
+    next wake-up), or for ``b_registered`` at the loop's next turn. ``stop`` ends it at once
+    without ``on_done``, ``end`` at once with it; either way no callback stays on the loop and no pipe stays open.
     The caller owns and closes the sockets, or with ``close_sockets`` the relay closes them as
     it ends (before ``on_done``: two syscalls fewer, the kernel forgets a closed socket's
     registration by itself). Sockets it closes must not have been duplicated (``dup``).
@@ -264,11 +264,6 @@ class _Run:
     def closed(self, side: Side) -> None:
         if self.first_closed is None:
             self.first_closed = side
-
-    def direction_done(self) -> None:
-        forward, backward = self.flows
-        if forward.finished and backward.finished:
-            self.end()
 
     def peer_gone(self, side: Side, code: int) -> None:
         self.closed(side)
@@ -470,14 +465,17 @@ class _Flow:
         self.finished = True
         run = self.run
         run.closed(self.source)
+        forward, backward = run.flows
+        last = forward.finished and backward.finished
         # the last direction of a relay that closes its sockets leaves the FIN to the close,
         # which comes next (both sources are read to their EOF: the close sends no reset)
-        if not (run.sockets and all(flow.finished for flow in run.flows)):
+        if not (last and run.sockets):
             try:  # noqa: SIM105 (suppress() makes an object per call: this runs per connection)
                 self.dst.shutdown(socket.SHUT_WR)
             except OSError:  # the other peer may be gone already
                 pass
-        run.direction_done()
+        if last:
+            run.end()
 
     def _peer_error(self, exc: OSError, side: Side) -> None:
         if exc.errno not in _PEER_GONE:
